@@ -1,0 +1,5 @@
+import sys
+
+from kdlic.cli import main
+
+sys.exit(main())

@@ -1,0 +1,51 @@
+"""The ``kdlic`` command line: one entry point, one module per subcommand.
+
+Each subcommand module exposes ``register(subparsers)``, which adds its parser and
+sets ``func`` (called with the parsed namespace, returns an exit code or None).
+Problems with the user's input are raised as :class:`kdlic.errors.KdlicError` and
+printed as one line, exit code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import warnings
+
+from kdlic.errors import KdlicError
+
+# CompressAI's import calls torch.jit.script, deprecated in recent torch: noise for users.
+warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
+
+# Order here is the order in `kdlic --help`.
+SUBCOMMANDS = ["train"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kdlic",
+        description="Knowledge distillation for learned image compression (CompressAI models).",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in SUBCOMMANDS:
+        importlib.import_module(f"kdlic.cli.{name.replace('-', '_')}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except KdlicError as exc:
+        print(f"kdlic {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"kdlic {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Finding and reading images: folders of any depth, Vimeo90K list files, bad files."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from kdlic.errors import KdlicError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm")
+# Vimeo90K ships its split as list files of "00001/0001" sequence folders.
+VIMEO_LISTS = {
+    "train": ("sep_trainlist.txt", "tri_trainlist.txt"),
+    "test": ("sep_testlist.txt", "tri_testlist.txt"),
+}
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """Decode an image file to an (H, W, 3) uint8 RGB array.
+
+    EXIF orientation is applied; grayscale, palette and alpha images become RGB
+    (alpha is dropped). Raises :class:`KdlicError` if the file cannot be decoded.
+    """
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
+            return np.asarray(img.convert("RGB"))
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+        raise KdlicError(f"cannot read image {path}: {exc}") from exc
+
+
+def _vimeo_files(root: Path, split: str) -> list[Path] | None:
+    """Frames listed by Vimeo90K's list file for ``split``, or None if ``root`` isn't Vimeo."""
+    for name in VIMEO_LISTS[split]:
+        list_file = root / name
+        if list_file.is_file():
+            seq_dir = root / "sequences"
+            frames = []
+            for line in list_file.read_text().split():
+                frames.extend(sorted((seq_dir / line).glob("im*.png")))
+            return frames
+    return None
+
+
+def find_images(root: str | Path, split: str = "train", check: bool = True) -> list[Path]:
+    """Image files under ``root`` (recursively), sorted, unreadable ones skipped.
+
+    If ``root`` is a Vimeo90K folder (it holds ``sep_trainlist.txt`` or
+    ``tri_trainlist.txt``), the frames listed for ``split`` ("train"/"test") are used.
+    With ``check``, each file's header is read (no full decode) and files that are
+    not images are reported as a warning with a count, then skipped.
+
+    Raises:
+        KdlicError: ``root`` is missing, not a folder, or holds no readable image.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise KdlicError(f"image folder not found: {root}")
+    if root.is_file():
+        files = [root]
+    else:
+        files = _vimeo_files(root, split)
+        if files is None:
+            files = sorted(
+                p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+            )
+    if check:
+        bad = []
+        for path in files:
+            try:
+                with Image.open(path) as img:
+                    img.size  # noqa: B018 - reading the header is the check
+            except (OSError, UnidentifiedImageError, ValueError):
+                bad.append(path)
+        if bad:
+            shown = ", ".join(str(p) for p in bad[:3]) + (" ..." if len(bad) > 3 else "")
+            log.warning("skipped %d unreadable image(s) of %d: %s", len(bad), len(files), shown)
+            bad_set = set(bad)
+            files = [p for p in files if p not in bad_set]
+    if not files:
+        raise KdlicError(
+            f"no readable images in {root} (looked for {', '.join(IMAGE_EXTENSIONS)})"
+        )
+    return files

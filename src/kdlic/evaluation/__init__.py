@@ -1,0 +1,1 @@
+"""Evaluation: real-bitstream metrics, classic codecs, Bjontegaard deltas."""

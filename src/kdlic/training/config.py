@@ -1,0 +1,152 @@
+"""Experiment configs: one YAML file describes a run; CLI flags override it.
+
+A config is a nested dict. :func:`resolve_config` starts from a command's defaults,
+merges the YAML file, then ``key.path=value`` overrides, and rejects unknown keys,
+so a typo in a config fails before any training step. The resolved config is
+written next to the run (``config.yaml``) and stored in every checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kdlic.errors import KdlicError
+
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "run_dir": "runs/train",
+    "model": {"arch": "scale-hyperprior", "N": 128, "M": 192, "z_channels": None},
+    # Optional model spec (checkpoint, zoo name) whose weights start the run (fine-tune).
+    "init": None,
+    "lmbda": 0.0067,
+    "data": {
+        "train": "../shared/data/train",
+        "val": None,  # a separate folder; else val_count images are held out of `train`
+        "val_count": 4,
+        "crop": 256,
+        "val_crop": 256,
+        "batch_size": 8,
+        "workers": 0,
+        "cache_mb": 4096,
+    },
+    "optim": {
+        "lr": 1e-4,
+        "aux_lr": 1e-3,
+        "clip_grad": 1.0,
+        "plateau_patience": 10,  # validations without improvement before the lr halves
+        "plateau_factor": 0.5,
+        "min_lr": 1e-6,
+    },
+    "schedule": {
+        "steps": 100_000,
+        "minutes": None,  # wall-clock budget over all resumes; None = no limit
+        "val_every": 500,
+        "checkpoint_minutes": 5.0,
+        "log_every": 20,
+    },
+    "runtime": {
+        "device": "cpu",
+        "threads": None,
+        "seed": 0,
+        "bf16": False,
+        "channels_last": False,
+        "progress": True,
+    },
+}
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any], where: str = "") -> None:
+    for key, value in update.items():
+        path = f"{where}{key}"
+        if key not in base:
+            raise KdlicError(f"unknown config key {path!r}")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise KdlicError(f"config key {path!r} must be a mapping, got {value!r}")
+            _merge(base[key], value, f"{path}.")
+        else:
+            base[key] = value
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``"a.b=3"`` -> ``{"a": {"b": 3}}`` (the value is parsed as YAML)."""
+    if "=" not in text:
+        raise KdlicError(f"override {text!r} is not of the form key.path=value")
+    key, raw = text.split("=", 1)
+    return nested(key.strip(), yaml.safe_load(raw) if raw else None)
+
+
+def nested(key: str, value: Any) -> dict[str, Any]:
+    """``("a.b", 3)`` -> ``{"a": {"b": 3}}``."""
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise KdlicError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise KdlicError(f"config {path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise KdlicError(f"config {path} must be a mapping at the top level")
+    return data
+
+
+def resolve_config(
+    defaults: dict[str, Any],
+    path: str | Path | None = None,
+    overrides: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Defaults <- YAML file <- overrides, with unknown keys rejected."""
+    cfg = copy.deepcopy(defaults)
+    if path is not None:
+        _merge(cfg, load_yaml(path))
+    for override in overrides or []:
+        _merge(cfg, override)
+    return cfg
+
+
+def require(cond: bool, message: str) -> None:
+    """Raise :class:`KdlicError` with ``message`` unless ``cond``."""
+    if not cond:
+        raise KdlicError(message)
+
+
+def check_train_config(cfg: dict[str, Any]) -> None:
+    """Reject values that would fail (or silently misbehave) later in the run."""
+
+    def positive(path: str, integer: bool = False, allow_none: bool = False) -> None:
+        node: Any = cfg
+        for part in path.split("."):
+            node = node[part]
+        if node is None and allow_none:
+            return
+        ok = isinstance(node, int if integer else (int, float)) and not isinstance(node, bool)
+        require(ok and node > 0, f"{path} must be a positive {'integer' if integer else 'number'}, "
+                f"got {node!r}")
+
+    positive("lmbda")
+    for key in ("batch_size", "crop", "val_crop"):
+        positive(f"data.{key}", integer=True)
+    require(cfg["data"]["val_count"] >= 0, "data.val_count must be >= 0")
+    for key in ("lr", "aux_lr", "clip_grad", "plateau_factor"):
+        positive(f"optim.{key}")
+    positive("schedule.steps", integer=True)
+    positive("schedule.val_every", integer=True)
+    positive("schedule.log_every", integer=True)
+    positive("schedule.checkpoint_minutes")
+    positive("schedule.minutes", allow_none=True)
+    positive("runtime.threads", integer=True, allow_none=True)

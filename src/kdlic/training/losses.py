@@ -1,0 +1,53 @@
+"""The rate-distortion objective and the objective interface used by the trainer."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+
+class Objective(Protocol):
+    """What the trainer optimises: ``terms = objective(model, x)``.
+
+    ``terms["loss"]`` is back-propagated; ``terms["rd_loss"]`` (the model's own RD
+    loss) selects the best checkpoint; every entry is logged.
+    """
+
+    def __call__(self, model: nn.Module, x: Tensor) -> dict[str, Tensor]: ...
+
+
+def bpp(likelihoods: dict[str, Tensor], num_pixels: int) -> Tensor:
+    """Estimated rate in bits per pixel: sum of -log2(likelihood) / pixels, all images."""
+    return sum(-torch.log2(lik).sum() for lik in likelihoods.values()) / num_pixels
+
+
+def psnr_from_mse(mse: Tensor | float) -> float:
+    """PSNR in dB for images in [0, 1]."""
+    mse = float(mse)
+    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+def rd_terms(out: dict[str, Any], x: Tensor, lmbda: float) -> dict[str, Tensor]:
+    """RD loss ``lmbda * 255^2 * MSE + bpp`` for a batch (MSE on [0, 1] images).
+
+    Returns ``rd_loss``, ``mse`` and ``bpp`` (per pixel, averaged over the batch).
+    """
+    num_pixels = x.size(0) * x.size(2) * x.size(3)
+    mse = torch.mean((out["x_hat"] - x) ** 2)
+    rate = bpp(out["likelihoods"], num_pixels)
+    return {"rd_loss": lmbda * 255**2 * mse + rate, "mse": mse, "bpp": rate}
+
+
+class RateDistortion:
+    """Plain RD training: ``loss = rd_loss``."""
+
+    def __init__(self, lmbda: float) -> None:
+        self.lmbda = lmbda
+
+    def __call__(self, model: nn.Module, x: Tensor) -> dict[str, Tensor]:
+        terms = rd_terms(model(x), x, self.lmbda)
+        terms["loss"] = terms["rd_loss"]
+        return terms

@@ -1,0 +1,303 @@
+"""The training loop shared by ``kdlic train`` and ``kdlic distill``.
+
+Resumable exactly: a checkpoint holds the step, model, both optimizers, the LR
+scheduler and the torch RNG (quantisation noise); batches depend only on
+(seed, step) (:mod:`kdlic.data.sampling`). Checkpoints are written atomically to
+``last.pt`` every few minutes and at the end, and to ``best.pt`` when the
+validation RD loss improves; a run killed at any moment resumes from ``last.pt``.
+Metrics go to ``metrics.jsonl`` (one JSON object per line, ``split`` = train/val).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from kdlic.data.images import find_images
+from kdlic.data.sampling import CropSource, StepBatches, split_train_val, validation_crops
+from kdlic.errors import KdlicError
+from kdlic.training.distributed import Dist, all_reduce_mean, init_distributed, resolve_device
+from kdlic.training.losses import Objective, psnr_from_mse
+from kdlic.utils.checkpoint import read_checkpoint, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(main, aux): the entropy bottleneck's quantiles get their own optimizer."""
+    main, aux = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (aux if name.endswith(".quantiles") else main).append(p)
+    return main, aux
+
+
+def load_data(cfg: dict[str, Any]) -> tuple[CropSource, Tensor]:
+    """Training crop source and the fixed validation crops (n, 3, val_crop, val_crop)."""
+    data = cfg["data"]
+    train_files = find_images(data["train"], "train")
+    if data["val"]:
+        val_files = find_images(data["val"], "test")
+    else:
+        train_files, val_files = split_train_val(train_files, data["val_count"])
+    if not val_files:
+        raise KdlicError("no validation images: set data.val or data.val_count > 0")
+    train = CropSource(train_files, data["crop"], data["cache_mb"])
+    val = validation_crops(CropSource(val_files, data["val_crop"], cache_mb=0))
+    log.info("data: %d training images, %d validation crops", len(train_files), len(val))
+    return train, val
+
+
+class Trainer:
+    """Optimises ``objective`` for ``model`` as the config's schedule says.
+
+    Args:
+        cfg: resolved config (see :data:`kdlic.training.config.TRAIN_DEFAULTS`).
+        model: the model to train (its architecture is stored in checkpoints).
+        objective: computes the loss terms, see :class:`kdlic.training.losses.Objective`.
+        kind: "train" or "distill", recorded in checkpoints.
+        resume: continue from ``run_dir/last.pt``.
+    """
+
+    def __init__(
+        self,
+        cfg: dict[str, Any],
+        model: nn.Module,
+        objective: Objective,
+        kind: str = "train",
+        resume: bool = False,
+    ) -> None:
+        self.cfg = cfg
+        self.kind = kind
+        rt = cfg["runtime"]
+        self.ddp: Dist = init_distributed(rt["device"])
+        self.device = resolve_device(rt["device"], self.ddp)
+        if rt["threads"]:
+            torch.set_num_threads(rt["threads"])
+        torch.manual_seed(rt["seed"] + self.ddp.rank)
+        self.run_dir = Path(cfg["run_dir"]).expanduser()
+        self.model = model.to(self.device)
+        if rt["channels_last"]:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model.autocast_dtype = torch.bfloat16 if rt["bf16"] else None
+        self.objective = objective
+        main, aux = split_parameters(self.model)
+        self.main_params = main
+        self.optimizer = torch.optim.Adam(main, lr=cfg["optim"]["lr"])
+        self.aux_optimizer = torch.optim.Adam(aux, lr=cfg["optim"]["aux_lr"])
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer,
+            factor=cfg["optim"]["plateau_factor"],
+            patience=cfg["optim"]["plateau_patience"],
+            min_lr=cfg["optim"]["min_lr"],
+        )
+        self.step = 0
+        self.best_rd = math.inf
+        self.elapsed_s = 0.0  # training wall-clock over all resumes
+        self.last_val: dict[str, float] = {}
+        if resume:
+            self._resume()
+        self.train_model: nn.Module = self.model
+        if self.ddp.enabled:
+            # The quantiles are trained by the aux loss outside the DDP forward; their
+            # gradients are averaged by hand (all_reduce_mean) after aux backward.
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                self.model, [n for n, _ in self.model.named_parameters() if n.endswith(".quantiles")]
+            )
+            self.train_model = DistributedDataParallel(self.model)
+        self._stop_signal: int | None = None
+
+    # -- checkpoints -------------------------------------------------------------------
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "lmbda": self.cfg["lmbda"],
+            "step": self.step,
+            "elapsed_s": round(self.elapsed_s, 1),
+            "config": self.cfg,
+            "metrics": {"val": self.last_val, "best_val_rd_loss": self.best_rd},
+        }
+
+    def _train_state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "best_rd": self.best_rd,
+            "elapsed_s": self.elapsed_s,
+            "last_val": self.last_val,
+            "optimizer": self.optimizer.state_dict(),
+            "aux_optimizer": self.aux_optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def save(self, name: str) -> None:
+        if self.ddp.is_main:
+            save_checkpoint(self.run_dir / name, self.model, self._meta(), self._train_state())
+
+    def _resume(self) -> None:
+        path = self.run_dir / "last.pt"
+        ckpt = read_checkpoint(path)
+        if "train_state" not in ckpt:
+            raise KdlicError(f"{path} has no training state to resume from")
+        if ckpt["arch"] != self.model.arch or ckpt["arch_args"] != self.model.arch_args:
+            raise KdlicError(
+                f"{path} holds {ckpt['arch']}{ckpt['arch_args']}, but this run builds "
+                f"{self.model.arch}{self.model.arch_args}"
+            )
+        self.model.load_state_dict(ckpt["state_dict"])
+        st = ckpt["train_state"]
+        self.optimizer.load_state_dict(st["optimizer"])
+        self.aux_optimizer.load_state_dict(st["aux_optimizer"])
+        self.scheduler.load_state_dict(st["scheduler"])
+        torch.set_rng_state(st["torch_rng"])
+        self.step, self.best_rd = st["step"], st["best_rd"]
+        self.elapsed_s, self.last_val = st["elapsed_s"], st["last_val"]
+        log.info("resumed %s at step %d", path, self.step)
+
+    # -- logging -----------------------------------------------------------------------
+    def _log(self, record: dict[str, Any]) -> None:
+        if not self.ddp.is_main:
+            return
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _prepare_run_dir(self) -> None:
+        if not self.ddp.is_main:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.cfg, sort_keys=False))
+        log_path = self.run_dir / "metrics.jsonl"
+        if log_path.exists():  # drop records past the resumed step (they will be redone)
+            kept = [
+                line for line in log_path.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= self.step
+            ]
+            log_path.write_text("".join(line + "\n" for line in kept))
+
+    # -- the loop ----------------------------------------------------------------------
+    def train_step(self, x: Tensor) -> dict[str, float]:
+        """One optimisation step on batch ``x`` (B, 3, H, W); returns its terms."""
+        self.model.train()
+        terms = self.objective(self.train_model, x)
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(self.main_params, self.cfg["optim"]["clip_grad"])
+        self.optimizer.step()
+        self.aux_optimizer.zero_grad(set_to_none=True)
+        aux_loss = self.model.aux_loss()
+        aux_loss.backward()
+        all_reduce_mean([p.grad for g in self.aux_optimizer.param_groups for p in g["params"]],
+                        self.ddp)
+        self.aux_optimizer.step()
+        out = {k: float(v.detach()) for k, v in terms.items()}
+        out["aux_loss"] = float(aux_loss.detach())
+        return out
+
+    @torch.no_grad()
+    def validate(self, val: Tensor) -> dict[str, float]:
+        """Mean terms over the validation crops, model in eval mode (rounding)."""
+        self.model.eval()
+        sums: dict[str, float] = defaultdict(float)
+        bs = self.cfg["data"]["batch_size"]
+        for i in range(0, len(val), bs):
+            x = val[i : i + bs].to(self.device)
+            for k, v in self.objective(self.model, x).items():
+                sums[k] += float(v) * len(x)
+        means = {k: v / len(val) for k, v in sums.items()}
+        means["psnr"] = psnr_from_mse(means["mse"])
+        return means
+
+    def _should_stop(self, started: float) -> bool:
+        minutes = self.cfg["schedule"]["minutes"]
+        over_budget = minutes is not None and (
+            self.elapsed_s + time.monotonic() - started >= minutes * 60
+        )
+        flag = torch.tensor([float(over_budget or self._stop_signal is not None)])
+        all_reduce_mean([flag], self.ddp)  # every rank stops at the same step
+        return bool(flag.item() > 0)
+
+    def fit(self) -> dict[str, float]:
+        """Train until ``schedule.steps`` or ``schedule.minutes``; returns the last validation."""
+        sched, data_cfg = self.cfg["schedule"], self.cfg["data"]
+        source, val = load_data(self.cfg)
+        self._prepare_run_dir()
+        batches = StepBatches(source, data_cfg["batch_size"], self.cfg["runtime"]["seed"],
+                              self.ddp.rank, self.ddp.world_size)
+        loader = torch.utils.data.DataLoader(
+            batches, batch_size=None, sampler=range(self.step, sched["steps"]),
+            num_workers=data_cfg["workers"],
+        )
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        bar = tqdm(total=sched["steps"], initial=self.step, disable=not (
+            self.ddp.is_main and self.cfg["runtime"]["progress"]), dynamic_ncols=True,
+            desc=self.kind)
+        window: dict[str, float] = defaultdict(float)
+        window_n = 0
+        started = time.monotonic()
+        last_ckpt = started
+        try:
+            for x in loader:
+                if self._should_stop(started):
+                    break
+                terms = self.train_step(x.to(self.device, non_blocking=True))
+                self.step += 1
+                bar.update(1)
+                for k, v in terms.items():
+                    window[k] += v
+                window_n += 1
+                if self.step % sched["log_every"] == 0:
+                    mean = {k: v / window_n for k, v in window.items()}
+                    mean["psnr"] = psnr_from_mse(mean["mse"])
+                    bar.set_postfix(loss=f"{mean['loss']:.3f}", bpp=f"{mean['bpp']:.3f}",
+                                    psnr=f"{mean['psnr']:.2f}")
+                    self._log({"step": self.step, "split": "train",
+                               "lr": self.optimizer.param_groups[0]["lr"], **mean})
+                    window, window_n = defaultdict(float), 0
+                if self.step % sched["val_every"] == 0 or self.step == sched["steps"]:
+                    self._validate_and_select(val)
+                now = time.monotonic()
+                if now - last_ckpt >= sched["checkpoint_minutes"] * 60:
+                    self.elapsed_s += now - started
+                    started = last_ckpt = now
+                    self.save("last.pt")
+        finally:
+            bar.close()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        self.elapsed_s += time.monotonic() - started
+        if not self.last_val or self.last_val.get("step") != self.step:
+            self._validate_and_select(val)
+        self.save("last.pt")
+        if self._stop_signal is not None:
+            raise KeyboardInterrupt
+        return self.last_val
+
+    def _validate_and_select(self, val: Tensor) -> None:
+        metrics = self.validate(val)
+        self.scheduler.step(metrics["rd_loss"])
+        self.last_val = {"step": self.step, **metrics}
+        self._log({"split": "val", "lr": self.optimizer.param_groups[0]["lr"], **self.last_val})
+        if metrics["rd_loss"] < self.best_rd:
+            self.best_rd = metrics["rd_loss"]
+            self.save("best.pt")
+        if self.ddp.is_main:
+            tqdm.write(
+                f"[{self.kind}] step {self.step}: val rd_loss {metrics['rd_loss']:.4f} "
+                f"bpp {metrics['bpp']:.4f} psnr {metrics['psnr']:.2f} dB"
+            )
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        # Finish the current step, write last.pt, then stop (see fit()).
+        self._stop_signal = signum

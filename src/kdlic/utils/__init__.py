@@ -1,0 +1,1 @@
+"""Small shared utilities: checkpoints, files, devices."""
