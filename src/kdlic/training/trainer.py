@@ -238,6 +238,9 @@ class Trainer:
         loader = torch.utils.data.DataLoader(
             batches, batch_size=None, sampler=range(self.step, sched["steps"]),
             num_workers=data_cfg["workers"],
+            # Its own generator: a DataLoader iterator otherwise draws its base seed from
+            # the global RNG, which would shift the quantisation noise after a resume.
+            generator=torch.Generator(),
         )
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         bar = tqdm(total=sched["steps"], initial=self.step, disable=not (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -39,5 +40,19 @@ def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], mode: str =
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
-    atomic_write(path, lambda f: json.dump(obj, f, indent=2, allow_nan=False), mode="w")
+    """Write ``obj`` as indented JSON, atomically (non-finite floats as strings)."""
+    atomic_write(path, lambda f: json.dump(jsonable(obj), f, indent=2, allow_nan=False), mode="w")
+
+
+def jsonable(obj: Any) -> Any:
+    """``obj`` with non-finite floats as strings ("inf", "-inf", "nan"): JSON has no inf.
+
+    A lossless round trip has PSNR = inf; we keep that fact rather than a made-up number.
+    """
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    return obj

@@ -1,0 +1,30 @@
+# Everything a fresh clone needs: `make demo` (main job) and `make test` (the suite).
+# Both create the virtual environment when it is missing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.kdlic-installed
+
+.PHONY: setup test lint demo clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch/torchvision pinned to the releases this project is tested with (on the dev
+	# machines pip takes them from local disk).
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[dev,plots]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+
+demo: $(STAMP)
+	$(VENV)/bin/kdlic demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

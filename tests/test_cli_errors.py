@@ -1,0 +1,99 @@
+"""Bad input: one line naming the problem, exit code 2, no traceback, no output file."""
+
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from kdlic.cli import main
+
+from kdlic.utils.checkpoint import save_checkpoint
+
+
+@dataclass
+class Result:
+    returncode: int
+    stderr: str
+
+
+@pytest.fixture
+def kdlic(capsys):
+    """Run the CLI in-process (same entry point as the `kdlic` script, faster)."""
+
+    def run(*args):
+        code = main([str(a) for a in args])
+        return Result(code, capsys.readouterr().err)
+
+    return run
+
+
+def test_entry_point_reports_errors_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "kdlic", "evaluate", str(tmp_path / "x.pt")],
+                          capture_output=True, text=True, timeout=120)
+    assert_clean_error(proc, "no checkpoint file or zoo model")
+
+
+def assert_clean_error(proc, *fragments):
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("kdlic")]
+    assert len(lines) == 1, proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    from kdlic.models import build_model
+
+    path = tmp_path_factory.mktemp("ck") / "m.pt"
+    save_checkpoint(path, build_model("scale-hyperprior", 8, 16), {"lmbda": 0.01})
+    return path
+
+
+def test_evaluate_missing_folder(kdlic, ckpt, tmp_path):
+    assert_clean_error(kdlic("evaluate", ckpt, "-i", tmp_path / "nope"), "not found")
+
+
+def test_evaluate_empty_folder(kdlic, ckpt, tmp_path):
+    assert_clean_error(kdlic("evaluate", ckpt, "-i", tmp_path), "no readable images")
+
+
+def test_evaluate_non_image_file(kdlic, ckpt, tmp_path):
+    (tmp_path / "x.png").write_text("hello")
+    assert_clean_error(kdlic("evaluate", ckpt, "-i", tmp_path / "x.png"), "no readable images")
+
+
+def test_truncated_checkpoint(kdlic, ckpt, tmp_path, image_dir):
+    bad = tmp_path / "t.pt"
+    bad.write_bytes(ckpt.read_bytes()[:1000])
+    assert_clean_error(kdlic("evaluate", bad, "-i", image_dir), "truncated")
+
+
+def test_checkpoint_of_another_architecture(kdlic, ckpt, tmp_path, image_dir):
+    data = torch.load(ckpt, weights_only=True)
+    data["arch"] = "cheng2020-attn"
+    torch.save(data, tmp_path / "o.pt")
+    assert_clean_error(kdlic("evaluate", tmp_path / "o.pt", "-i", image_dir),
+                       "unknown architecture")
+
+
+@pytest.mark.parametrize("flag,value", [("--N", 0), ("--N", -4), ("--M", 0)])
+def test_train_refuses_bad_sizes(kdlic, flag, value, image_dir, tmp_path):
+    proc = kdlic("train", flag, value, "--data", image_dir, "--run-dir", tmp_path / "r")
+    assert_clean_error(proc, "must be a positive integer")
+    assert not (tmp_path / "r").exists()
+
+
+def test_train_missing_data(kdlic, tmp_path):
+    proc = kdlic("train", "--N", 8, "--M", 16, "--data", tmp_path / "none",
+                 "--run-dir", tmp_path / "r")
+    assert_clean_error(proc, "image folder not found")
+
+
+def test_resume_without_checkpoint(kdlic, image_dir, tmp_path):
+    proc = kdlic("train", "--N", 8, "--M", 16, "--data", image_dir, "--run-dir", tmp_path,
+                 "--resume")
+    assert_clean_error(proc, "checkpoint not found")

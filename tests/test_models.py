@@ -1,0 +1,98 @@
+import pytest
+import torch
+
+from kdlic.errors import KdlicError
+from kdlic.models import build_model, load_model
+from kdlic.utils.checkpoint import save_checkpoint
+
+
+def test_forward_exposes_distillation_outputs(tiny_model):
+    out = tiny_model(torch.rand(2, 3, 128, 64))
+    assert out["x_hat"].shape == (2, 3, 128, 64)
+    assert out["y_hat"].shape == (2, 16, 8, 4)
+    assert out["z_hat"].shape == (2, 8, 2, 1)
+    assert out["likelihoods"]["y"].shape == out["y_hat"].shape
+    assert out["likelihoods"]["z"].shape == out["z_hat"].shape
+
+
+def test_z_channels_sets_hyper_latent_width():
+    model = build_model("scale-hyperprior", 8, 16, z_channels=32)
+    assert model(torch.rand(1, 3, 64, 64))["z_hat"].shape == (1, 32, 1, 1)
+
+
+def test_bf16_autocast_keeps_entropy_models_fp32(tiny_model):
+    tiny_model.autocast_dtype = torch.bfloat16
+    out = tiny_model(torch.rand(1, 3, 64, 64))
+    assert out["x_hat"].dtype == torch.float32
+    assert out["likelihoods"]["y"].dtype == torch.float32
+
+
+@pytest.mark.parametrize("N,M", [(0, 16), (-8, 16), (8, 0), (8, -1), (8.5, 16)])
+def test_bad_sizes_are_refused(N, M):
+    with pytest.raises(KdlicError, match="must be a positive integer"):
+        build_model("scale-hyperprior", N, M)
+
+
+def test_checkpoint_round_trip_rebuilds_the_same_model(tiny_model, tmp_path):
+    x = torch.rand(1, 3, 64, 64)
+    tiny_model.eval()
+    save_checkpoint(tmp_path / "m.pt", tiny_model, {"lmbda": 0.01, "step": 7})
+    loaded = load_model(tmp_path / "m.pt")
+    assert loaded.arch_args == tiny_model.arch_args
+    assert loaded.meta == {"lmbda": 0.01, "step": 7}
+    for (n1, p1), (n2, p2) in zip(tiny_model.state_dict().items(), loaded.state_dict().items()):
+        assert n1 == n2 and torch.equal(p1, p2)
+    with torch.no_grad():
+        assert torch.equal(tiny_model(x)["x_hat"], loaded(x)["x_hat"])
+
+
+def test_fp16_checkpoint_loads_into_fp32(tiny_model, tmp_path):
+    save_checkpoint(tmp_path / "h.pt", tiny_model, {}, half=True)
+    loaded = load_model(tmp_path / "h.pt")
+    p = loaded.g_a[0].weight
+    assert p.dtype == torch.float32
+    assert torch.allclose(p, tiny_model.g_a[0].weight, atol=1e-3)
+
+
+def test_loading_never_unpickles_code(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"format": "kdlic-checkpoint", "x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(KdlicError, match="refusing to load"):
+        load_model(tmp_path / "evil.pt")
+
+
+def test_truncated_checkpoint_is_reported(tiny_model, tmp_path):
+    save_checkpoint(tmp_path / "m.pt", tiny_model, {})
+    data = (tmp_path / "m.pt").read_bytes()
+    (tmp_path / "t.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(KdlicError, match="truncated or not a checkpoint"):
+        load_model(tmp_path / "t.pt")
+
+
+def test_weights_that_do_not_fit_the_architecture(tiny_model, tmp_path):
+    save_checkpoint(tmp_path / "m.pt", tiny_model, {})
+    ckpt = torch.load(tmp_path / "m.pt", weights_only=True)
+    ckpt["arch_args"]["N"] = 16
+    torch.save(ckpt, tmp_path / "lie.pt")
+    with pytest.raises(KdlicError, match="weights do not fit scale-hyperprior"):
+        load_model(tmp_path / "lie.pt")
+    ckpt["arch"] = "cheng2020-attn"
+    torch.save(ckpt, tmp_path / "other.pt")
+    with pytest.raises(KdlicError, match="unknown architecture"):
+        load_model(tmp_path / "other.pt")
+
+
+def test_compressai_weights_missing_says_how_to_provide_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(KdlicError, match="does not download"):
+        load_model("compressai:bmshj2018-hyperprior:5")
+
+
+def test_compressai_weights_from_a_local_file(tiny_model, tmp_path):
+    # A CompressAI-style raw state dict with CompressAI's parameter names.
+    torch.save(tiny_model.state_dict(), tmp_path / "w.pth.tar")
+    model = load_model(f"compressai:bmshj2018-hyperprior:3:{tmp_path / 'w.pth.tar'}")
+    assert model.arch_args["N"] == 8 and model.meta["lmbda"] == 0.0067
