@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -87,3 +88,8 @@ def find_images(root: str | Path, split: str = "train", check: bool = True) -> l
             f"no readable images in {root} (looked for {', '.join(IMAGE_EXTENSIONS)})"
         )
     return files
+
+
+def collect_images(paths: Iterable[str | Path]) -> list[Path]:
+    """Images named by ``paths``: files as given, folders searched (see :func:`find_images`)."""
+    return [f for p in paths for f in find_images(p, "test")]

@@ -113,8 +113,9 @@ class Trainer:
         if self.ddp.enabled:
             # The quantiles are trained by the aux loss outside the DDP forward; their
             # gradients are averaged by hand (all_reduce_mean) after aux backward.
+            quantiles = [n for n, _ in self.model.named_parameters() if n.endswith(".quantiles")]
             DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
-                self.model, [n for n, _ in self.model.named_parameters() if n.endswith(".quantiles")]
+                self.model, quantiles
             )
             self.train_model = DistributedDataParallel(self.model)
         self._stop_signal: int | None = None

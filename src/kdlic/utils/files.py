@@ -56,3 +56,8 @@ def jsonable(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [jsonable(v) for v in obj]
     return obj
+
+
+def from_jsonable(value: Any) -> Any:
+    """Inverse of :func:`jsonable` for one value: ``"inf"``/``"-inf"``/``"nan"`` -> float."""
+    return float(value) if value in ("inf", "-inf", "nan") else value
