@@ -163,3 +163,18 @@ def test_non_monotonic_quality_needs_cubic_for_bd_rate():
 def test_duplicate_rates_raise_for_bd_psnr_pchip():
     with pytest.raises(KdlicError, match="rates must be distinct"):
         bd_psnr([0.1, 0.2, 0.4], [28.0, 30.0, 32.0], [0.1, 0.2, 0.2], [28.0, 30.0, 31.0])
+
+
+def test_point_gaps_against_a_curve():
+    import math
+
+    from kdlic.evaluation.bd import point_gaps
+    from kdlic.evaluation.reference import COMPRESSAI_HYPERPRIOR as ref
+
+    # A point on the curve has no gap; 10% more rate at the same PSNR is +10%.
+    dr, dq = point_gaps(ref["bpp"][3], ref["psnr-rgb"][3], ref["bpp"], ref["psnr-rgb"])
+    assert abs(dr) < 1e-9 and abs(dq) < 1e-9
+    dr, _ = point_gaps(ref["bpp"][3] * 1.1, ref["psnr-rgb"][3], ref["bpp"], ref["psnr-rgb"])
+    assert abs(dr - 10.0) < 1e-9
+    dr, dq = point_gaps(0.4, 20.0, ref["bpp"], ref["psnr-rgb"])  # PSNR below the curve's range
+    assert math.isnan(dr) and dq < -9

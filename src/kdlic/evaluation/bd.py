@@ -151,3 +151,26 @@ def _integral(x: np.ndarray, y: np.ndarray, lo: float, hi: float, method: str) -
         return float(PchipInterpolator(x, y).integrate(lo, hi))
     antiderivative = np.polyint(np.polyfit(x, y, 3))
     return float(np.polyval(antiderivative, hi) - np.polyval(antiderivative, lo))
+
+
+def point_gaps(
+    rate: float, psnr: float, rate_ref: Sequence[float], psnr_ref: Sequence[float]
+) -> tuple[float, float]:
+    """One RD point against a reference curve: (rate difference %, PSNR difference dB).
+
+    The rate difference is ``rate / rate_ref(psnr) - 1`` at the point's quality and the
+    PSNR difference is ``psnr - psnr_ref(rate)`` at its rate, the reference being
+    PCHIP-interpolated (log10 rate) as in :func:`bd_rate`. A one-point "curve" has no
+    range to average over; this is what BD-rate reduces to at a single point.
+    Either is NaN when the point lies outside the reference's range on that axis.
+    """
+    q_ref, lr_ref = _curve(rate_ref, psnr_ref, "pchip", "reference")
+    _check_abscissa(q_ref, "pchip", "reference curve: quality must strictly increase with rate")
+    lr = np.log10(rate)
+    dr = (
+        10.0 ** (lr - PchipInterpolator(q_ref, lr_ref)(psnr)) - 1.0
+        if q_ref.min() <= psnr <= q_ref.max() else np.nan
+    )
+    dq = psnr - PchipInterpolator(lr_ref, q_ref)(lr) if lr_ref.min() <= lr <= lr_ref.max() \
+        else np.nan
+    return float(dr * 100.0), float(dq)
