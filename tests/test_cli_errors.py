@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from kdlic.cli import main
-
 from kdlic.utils.checkpoint import save_checkpoint
 
 

@@ -41,17 +41,17 @@ def test_vimeo_list_files_select_the_split(image_dir, tmp_path):
 
 def test_small_images_are_upscaled_not_crashed_on(image_dir):
     source = CropSource([image_dir / "tiny.png"], crop=64)
-    crop = source.random_crop(np.random.default_rng(0))
-    assert crop.shape == (3, 64, 64) and 0 <= crop.min() and crop.max() <= 1
+    crop = source.random_crop(np.random.default_rng(0))["x"]
+    assert crop.shape == (3, 64, 64) and crop.min() >= 0 and crop.max() <= 1
 
 
 def test_batches_depend_only_on_seed_and_step(image_dir):
     source = CropSource(find_images(image_dir), crop=64)
     a, b = StepBatches(source, 4, seed=1), StepBatches(source, 4, seed=1)
-    assert a[5].equal(b[5]) and not a[5].equal(a[6])
+    assert a[5]["x"].equal(b[5]["x"]) and not a[5]["x"].equal(a[6]["x"])
     # Two ranks' shares are the slices of the single-process batch.
-    r0, r1 = StepBatches(source, 4, 1, 0, 2)[5], StepBatches(source, 4, 1, 1, 2)[5]
-    assert r0.equal(a[5][0::2]) and r1.equal(a[5][1::2])
+    r0, r1 = StepBatches(source, 4, 1, 0, 2)[5]["x"], StepBatches(source, 4, 1, 1, 2)[5]["x"]
+    assert r0.equal(a[5]["x"][0::2]) and r1.equal(a[5]["x"][1::2])
 
 
 def test_validation_split_and_crops_are_deterministic(image_dir):

@@ -6,7 +6,6 @@ import torch
 
 from kdlic.codec import Codec
 from kdlic.evaluation.evaluate import evaluate_image, evaluate_models
-from kdlic.utils.checkpoint import save_checkpoint
 
 
 @pytest.fixture

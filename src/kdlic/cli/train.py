@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 
 from kdlic.cli.common import add_run_arguments, quiet_logging, run_overrides
-from kdlic.models import build_model, load_model
+from kdlic.models import load_model
 from kdlic.training.config import TRAIN_DEFAULTS, check_train_config, resolve_config
 from kdlic.training.losses import RateDistortion
-from kdlic.training.trainer import Trainer
+from kdlic.training.trainer import Trainer, init_model
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,8 +38,7 @@ def run(args: argparse.Namespace) -> int:
     ]
     cfg = resolve_config(TRAIN_DEFAULTS, args.config, overrides)
     check_train_config(cfg)
-    m = cfg["model"]
-    model = build_model(m["arch"], m["N"], m["M"], m["z_channels"])
+    model = init_model(cfg["model"], cfg["runtime"]["seed"])
     if cfg["init"] and not args.resume:
         model.load_state_dict(load_model(cfg["init"]).state_dict())
     trainer = Trainer(cfg, model, RateDistortion(cfg["lmbda"]), kind="train", resume=args.resume)

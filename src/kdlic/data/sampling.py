@@ -58,8 +58,8 @@ class CropSource:
             self._cache_budget -= img.nbytes
         return img
 
-    def random_crop(self, rng: np.random.Generator) -> torch.Tensor:
-        """A random crop with random horizontal flip: (3, crop, crop) float in [0, 1]."""
+    def random_crop(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """A random crop with random horizontal flip: ``{"x": (3, crop, crop)}`` in [0, 1]."""
         for _ in range(len(self.paths)):
             index = int(rng.integers(len(self.paths)))
             if index in self._broken:
@@ -70,14 +70,20 @@ class CropSource:
                 self._broken.add(index)
                 log.warning("skipping image (%d skipped so far): %s", len(self._broken), exc)
                 continue
-            h, w = img.shape[:2]
-            top = int(rng.integers(h - self.crop + 1))
-            left = int(rng.integers(w - self.crop + 1))
-            patch = img[top : top + self.crop, left : left + self.crop]
-            if rng.random() < 0.5:
-                patch = patch[:, ::-1]
-            return to_tensor(patch)
+            return self.crop_at(index, img, rng)
         raise KdlicError("every training image failed to decode")
+
+    def crop_at(
+        self, index: int, img: np.ndarray, rng: np.random.Generator
+    ) -> dict[str, torch.Tensor]:
+        """A random crop of decoded image ``index`` (subclasses add targets to it)."""
+        h, w = img.shape[:2]
+        top = int(rng.integers(h - self.crop + 1))
+        left = int(rng.integers(w - self.crop + 1))
+        patch = img[top : top + self.crop, left : left + self.crop]
+        if rng.random() < 0.5:
+            patch = patch[:, ::-1]
+        return {"x": to_tensor(patch)}
 
     def center_crop(self, index: int) -> torch.Tensor:
         """The deterministic central crop of image ``index``: (3, crop, crop) in [0, 1]."""
@@ -89,7 +95,7 @@ class CropSource:
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 -> (3, H, W) float32 in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+    return torch.from_numpy(np.array(img)).permute(2, 0, 1).float().div_(255.0)
 
 
 class StepBatches(torch.utils.data.Dataset):
@@ -118,13 +124,13 @@ class StepBatches(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return 2**62
 
-    def __getitem__(self, step: int) -> torch.Tensor:
-        """(batch_size / world_size, 3, crop, crop) float in [0, 1]."""
+    def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
+        """``{"x": (batch_size / world_size, 3, crop, crop)}`` in [0, 1], plus any targets."""
         crops = [
             self.source.random_crop(np.random.default_rng([self.seed, step, i]))
             for i in range(self.rank, self.batch_size, self.world_size)
         ]
-        return torch.stack(crops)
+        return {key: torch.stack([c[key] for c in crops]) for key in crops[0]}
 
 
 def validation_crops(source: CropSource) -> torch.Tensor:

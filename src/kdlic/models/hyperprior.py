@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 from compressai.entropy_models import EntropyBottleneck
-from compressai.layers import GDN
 from compressai.models import ScaleHyperprior as _CompressAIScaleHyperprior
 from compressai.models.utils import conv, deconv
 from torch import Tensor, nn

@@ -66,7 +66,10 @@ def _merge(base: dict[str, Any], update: dict[str, Any], where: str = "") -> Non
         if isinstance(base[key], dict):
             if not isinstance(value, dict):
                 raise KdlicError(f"config key {path!r} must be a mapping, got {value!r}")
-            _merge(base[key], value, f"{path}.")
+            if base[key]:
+                _merge(base[key], value, f"{path}.")
+            else:  # an empty default mapping is free-form (e.g. kd.weights); checked later
+                base[key] = {**base[key], **value}
         else:
             base[key] = value
 

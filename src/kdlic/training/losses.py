@@ -10,13 +10,16 @@ from torch import Tensor, nn
 
 
 class Objective(Protocol):
-    """What the trainer optimises: ``terms = objective(model, x)``.
+    """What the trainer optimises: ``terms = objective(model, batch)``.
+
+    ``batch["x"]`` holds the images (B, 3, H, W) in [0, 1]; other entries are extra
+    targets a data source may provide (e.g. cached teacher outputs).
 
     ``terms["loss"]`` is back-propagated; ``terms["rd_loss"]`` (the model's own RD
     loss) selects the best checkpoint; every entry is logged.
     """
 
-    def __call__(self, model: nn.Module, x: Tensor) -> dict[str, Tensor]: ...
+    def __call__(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]: ...
 
 
 def bpp(likelihoods: dict[str, Tensor], num_pixels: int) -> Tensor:
@@ -47,7 +50,8 @@ class RateDistortion:
     def __init__(self, lmbda: float) -> None:
         self.lmbda = lmbda
 
-    def __call__(self, model: nn.Module, x: Tensor) -> dict[str, Tensor]:
+    def __call__(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        x = batch["x"]
         terms = rd_terms(model(x), x, self.lmbda)
         terms["loss"] = terms["rd_loss"]
         return terms

@@ -16,6 +16,7 @@ import math
 import signal
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from tqdm import tqdm
 from kdlic.data.images import find_images
 from kdlic.data.sampling import CropSource, StepBatches, split_train_val, validation_crops
 from kdlic.errors import KdlicError
+from kdlic.models import build_model
 from kdlic.training.distributed import Dist, all_reduce_mean, init_distributed, resolve_device
 from kdlic.training.losses import Objective, psnr_from_mse
 from kdlic.utils.checkpoint import read_checkpoint, save_checkpoint
@@ -42,6 +44,13 @@ def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Para
         if p.requires_grad:
             (aux if name.endswith(".quantiles") else main).append(p)
     return main, aux
+
+
+def init_model(model_cfg: dict[str, Any], seed: int) -> nn.Module:
+    """A fresh model as ``model_cfg`` describes, initialised from ``seed`` (reproducible)."""
+    torch.manual_seed(seed)
+    return build_model(model_cfg["arch"], model_cfg["N"], model_cfg["M"],
+                       model_cfg["z_channels"])
 
 
 def load_data(cfg: dict[str, Any]) -> tuple[CropSource, Tensor]:
@@ -69,6 +78,8 @@ class Trainer:
         objective: computes the loss terms, see :class:`kdlic.training.losses.Objective`.
         kind: "train" or "distill", recorded in checkpoints.
         resume: continue from ``run_dir/last.pt``.
+        wrap_source: optional function that replaces the training crop source (e.g.
+            with one whose crops carry cached teacher outputs).
     """
 
     def __init__(
@@ -78,9 +89,11 @@ class Trainer:
         objective: Objective,
         kind: str = "train",
         resume: bool = False,
+        wrap_source: Callable[[CropSource], CropSource] | None = None,
     ) -> None:
         self.cfg = cfg
         self.kind = kind
+        self.wrap_source = wrap_source
         rt = cfg["runtime"]
         self.ddp: Dist = init_distributed(rt["device"])
         self.device = resolve_device(rt["device"], self.ddp)
@@ -188,10 +201,10 @@ class Trainer:
             log_path.write_text("".join(line + "\n" for line in kept))
 
     # -- the loop ----------------------------------------------------------------------
-    def train_step(self, x: Tensor) -> dict[str, float]:
-        """One optimisation step on batch ``x`` (B, 3, H, W); returns its terms."""
+    def train_step(self, batch: dict[str, Tensor]) -> dict[str, float]:
+        """One optimisation step on ``batch`` (``x``: (B, 3, H, W)); returns its terms."""
         self.model.train()
-        terms = self.objective(self.train_model, x)
+        terms = self.objective(self.train_model, batch)
         self.optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         torch.nn.utils.clip_grad_norm_(self.main_params, self.cfg["optim"]["clip_grad"])
@@ -202,9 +215,9 @@ class Trainer:
         all_reduce_mean([p.grad for g in self.aux_optimizer.param_groups for p in g["params"]],
                         self.ddp)
         self.aux_optimizer.step()
-        out = {k: float(v.detach()) for k, v in terms.items()}
-        out["aux_loss"] = float(aux_loss.detach())
-        return out
+        values = torch.stack([v.detach().float() for v in (*terms.values(), aux_loss)])
+        all_reduce_mean([values], self.ddp)  # log the global batch's terms, not this shard's
+        return dict(zip([*terms, "aux_loss"], values.tolist(), strict=True))
 
     @torch.no_grad()
     def validate(self, val: Tensor) -> dict[str, float]:
@@ -214,7 +227,7 @@ class Trainer:
         bs = self.cfg["data"]["batch_size"]
         for i in range(0, len(val), bs):
             x = val[i : i + bs].to(self.device)
-            for k, v in self.objective(self.model, x).items():
+            for k, v in self.objective(self.model, {"x": x}).items():
                 sums[k] += float(v) * len(x)
         means = {k: v / len(val) for k, v in sums.items()}
         means["psnr"] = psnr_from_mse(means["mse"])
@@ -233,6 +246,8 @@ class Trainer:
         """Train until ``schedule.steps`` or ``schedule.minutes``; returns the last validation."""
         sched, data_cfg = self.cfg["schedule"], self.cfg["data"]
         source, val = load_data(self.cfg)
+        if self.wrap_source is not None:
+            source = self.wrap_source(source)
         self._prepare_run_dir()
         batches = StepBatches(source, data_cfg["batch_size"], self.cfg["runtime"]["seed"],
                               self.ddp.rank, self.ddp.world_size)
@@ -252,10 +267,10 @@ class Trainer:
         started = time.monotonic()
         last_ckpt = started
         try:
-            for x in loader:
+            for batch in loader:
                 if self._should_stop(started):
                     break
-                terms = self.train_step(x.to(self.device, non_blocking=True))
+                terms = self.train_step({k: v.to(self.device) for k, v in batch.items()})
                 self.step += 1
                 bar.update(1)
                 for k, v in terms.items():

@@ -1,0 +1,1 @@
+"""Knowledge distillation: frozen teachers, loss terms and presets, teacher-output cache."""

@@ -1,0 +1,65 @@
+"""The ``kdlic distill`` config: the train config plus teachers, student and KD terms."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from kdlic.distillation.terms import PRESETS, TERMS
+from kdlic.training.config import TRAIN_DEFAULTS, check_train_config, require
+
+DISTILL_DEFAULTS: dict[str, Any] = copy.deepcopy(TRAIN_DEFAULTS)
+del DISTILL_DEFAULTS["model"], DISTILL_DEFAULTS["init"]
+DISTILL_DEFAULTS.update(
+    {
+        "run_dir": "runs/distill",
+        # Model specs: checkpoint path, zoo name or compressai:ARCH:QUALITY.
+        "teacher": None,
+        "teacher2": None,  # the hybrid preset's second (low-rate) teacher, for `hyper`
+        "teacher_device": None,  # default: runtime.device
+        "teacher_bf16": None,  # default: runtime.bf16
+        # M defaults to the teacher's (latent terms need equal shapes); z_channels to the
+        # hyper-term teacher's when that term is on, else N.
+        "student": {"arch": "scale-hyperprior", "N": 32, "M": None, "z_channels": None},
+        "kd": {
+            "preset": "L1",
+            "weights": {},  # per-term overrides of the preset, e.g. {latent: 0.3}
+            "temperature": 1.0,
+            "cache": "none",  # none | memory | disk: precomputed teacher outputs
+            "cache_dir": "~/.cache/kdlic/teacher-cache",
+        },
+    }
+)
+DISTILL_DEFAULTS["lmbda"] = None  # default: the teacher's lambda
+
+
+def kd_weights(cfg: dict[str, Any]) -> dict[str, float]:
+    """The preset's weights with the config's overrides; validated."""
+    kd = cfg["kd"]
+    require(kd["preset"] in PRESETS,
+            f"unknown KD preset {kd['preset']!r} (known: {', '.join(PRESETS)})")
+    weights = dict(PRESETS[kd["preset"]])
+    overrides = kd["weights"] or {}
+    require(isinstance(overrides, dict), "kd.weights must be a mapping of term: weight")
+    for name, w in overrides.items():
+        require(name in TERMS, f"unknown KD term {name!r} (known: {', '.join(TERMS)})")
+        ok = isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0
+        require(ok, f"kd.weights.{name} must be a number >= 0, got {w!r}")
+        weights[name] = float(w)
+    require(any(w > 0 for w in weights.values()), "every KD weight is zero: nothing to train")
+    return weights
+
+
+def check_distill_config(cfg: dict[str, Any]) -> None:
+    require(bool(cfg["teacher"]), "no teacher: set `teacher` (checkpoint, zoo name or "
+            "compressai:ARCH:QUALITY) or pass --teacher")
+    require(cfg["kd"]["cache"] in ("none", "memory", "disk"),
+            f"kd.cache must be none, memory or disk, got {cfg['kd']['cache']!r}")
+    require(cfg["kd"]["temperature"] > 0, "kd.temperature must be > 0")
+    hybrid = cfg["kd"]["preset"] == "hybrid"
+    require(not hybrid or bool(cfg["teacher2"]),
+            "the hybrid preset needs a second teacher: set `teacher2`")
+    require(hybrid or not cfg["teacher2"], "`teacher2` is only used by the hybrid preset")
+    kd_weights(cfg)
+    if cfg["lmbda"] is not None:
+        check_train_config(cfg)
