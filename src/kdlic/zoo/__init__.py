@@ -1,8 +1,16 @@
-"""Models trained by the kdlic project and shipped with the package."""
+"""Models trained by the kdlic project and shipped with the package.
+
+Each zoo model is a kdlic checkpoint with fp16 weights in ``zoo/weights/NAME.pt``;
+its ``meta`` records how it was trained (config, steps, data) and ``meta["kodak"]``
+its measured Kodak figures (real bitstreams), which a test re-checks.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+from kdlic.utils.checkpoint import read_checkpoint
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -16,3 +24,30 @@ def zoo_path(name: str) -> Path | None:
     """The weights file of zoo model ``name``, or None if there is none."""
     path = WEIGHTS_DIR / f"{name}.pt"
     return path if "/" not in name and path.is_file() else None
+
+
+def zoo_info(name: str) -> dict[str, Any]:
+    """Architecture, sizes, training facts and Kodak figures of zoo model ``name``."""
+    path = zoo_path(name)
+    if path is None:
+        from kdlic.errors import KdlicError
+
+        raise KdlicError(f"no zoo model {name!r} (known: {', '.join(zoo_names()) or 'none'})")
+    ckpt = read_checkpoint(path)
+    meta = ckpt["meta"]
+    cfg = meta.get("config", {})
+    return {
+        "name": name,
+        "arch": ckpt["arch"],
+        **ckpt["arch_args"],
+        "lmbda": meta.get("lmbda"),
+        "kind": meta.get("kind"),
+        "steps": meta.get("step"),
+        "teacher": cfg.get("teacher"),
+        "preset": cfg.get("kd", {}).get("preset"),
+        "data": cfg.get("data", {}).get("train"),
+        "params": sum(v.numel() for k, v in ckpt["state_dict"].items()
+                      if not k.endswith(("_quantized_cdf", "_offset", "_cdf_length"))),
+        "file_mb": path.stat().st_size / 2**20,
+        "kodak": meta.get("kodak", {}),
+    }

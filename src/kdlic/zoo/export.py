@@ -1,0 +1,45 @@
+"""Put a trained checkpoint into the zoo: fp16 weights, verified, with Kodak figures."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from kdlic.errors import KdlicError
+from kdlic.evaluation.evaluate import evaluate_models
+from kdlic.models import load_model
+from kdlic.utils.checkpoint import save_checkpoint
+from kdlic.zoo import WEIGHTS_DIR
+
+# fp16 storage must not change what users get: max PSNR / bpp drift allowed on export.
+MAX_PSNR_DRIFT_DB = 0.05
+MAX_BPP_DRIFT = 0.01  # relative
+
+
+def export_to_zoo(source: str, name: str, images: Sequence[Path],
+                  progress: bool = True) -> dict[str, Any]:
+    """Write ``source`` (a checkpoint) as zoo model ``name`` with fp16 weights.
+
+    Both the fp32 original and the fp16 copy are evaluated on ``images`` with real
+    bitstreams; the export is refused if fp16 moves PSNR or bpp beyond the tolerances
+    above. The fp16 figures are stored in ``meta["kodak"]``.
+    """
+    model = load_model(source)
+    meta = dict(model.meta)
+    with tempfile.TemporaryDirectory() as tmp:
+        half = Path(tmp) / f"{name}.pt"
+        save_checkpoint(half, model, meta, half=True)
+        res = evaluate_models([source, str(half)], images, name, progress=progress)
+    r = res["results"]
+    psnr32, psnr16 = r["psnr-rgb"]
+    bpp32, bpp16 = r["bpp"]
+    if abs(psnr16 - psnr32) > MAX_PSNR_DRIFT_DB or abs(bpp16 / bpp32 - 1) > MAX_BPP_DRIFT:
+        raise KdlicError(f"fp16 changes {name}: PSNR {psnr32:.3f} -> {psnr16:.3f} dB, "
+                         f"bpp {bpp32:.4f} -> {bpp16:.4f}")
+    meta["kodak"] = {"images": len(images), "bpp": bpp16, "psnr-rgb": psnr16,
+                     "ms-ssim-rgb": r["ms-ssim-rgb"][1], "fp32_psnr-rgb": psnr32,
+                     "fp32_bpp": bpp32}
+    save_checkpoint(WEIGHTS_DIR / f"{name}.pt", model, meta, half=True)
+    return meta["kodak"]
