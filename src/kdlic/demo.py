@@ -1,0 +1,126 @@
+"""The end-to-end demo: distil a student from the zoo teacher, compress, compare, report.
+
+Runs offline on 2 CPU cores in a few minutes:
+
+1. takes the zoo teacher (lambda 0.025);
+2. distils an N=16 student from it with the paper's L1 loss for a short budget, with the
+   teacher's outputs cached, on photos that ship with an installed package
+   (scikit-image's sample photos) or, failing that, ``../shared/data/train``;
+3. compresses a sample image (Kodak's kodim14 when ``../shared/data`` is there, else a
+   scikit-image photo) with the zoo models and the new student, and with JPEG and WebP
+   sweeps;
+4. writes the HTML report and prints where it is.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from kdlic.cli import main as kdlic
+from kdlic.errors import KdlicError
+from kdlic.utils.files import from_jsonable
+from kdlic.zoo import zoo_info, zoo_names
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = ROOT.parent / "shared" / "data"
+# scikit-image's bundled colour photos (public domain / CC0, see skimage.data docs).
+SKIMAGE_PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg",
+                  "motorcycle_left.png", "motorcycle_right.png", "hubble_deep_field.jpg",
+                  "color.png")
+
+
+def _skimage_data() -> Path | None:
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
+def training_images(out: Path) -> Path:
+    """A folder of demo training photos (copied from an installed package), or shared data."""
+    data = _skimage_data()
+    if data is not None and all((data / name).is_file() for name in SKIMAGE_PHOTOS):
+        folder = out / "train-images"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in SKIMAGE_PHOTOS:
+            shutil.copyfile(data / name, folder / name)
+        return folder
+    if (SHARED / "train").is_dir():
+        return SHARED / "train"
+    raise KdlicError("no demo images: install scikit-image (make demo does) or provide "
+                     "../shared/data/train")
+
+
+def sample_image() -> Path:
+    kodim14 = SHARED / "kodak" / "kodim14.png"
+    if kodim14.is_file():
+        return kodim14
+    data = _skimage_data()
+    if data is not None and (data / "astronaut.png").is_file():
+        return data / "astronaut.png"
+    raise KdlicError("no sample image: neither ../shared/data/kodak nor scikit-image found")
+
+
+def zoo_teacher() -> str:
+    teachers = [n for n in zoo_names() if zoo_info(n)["kind"] == "train"]
+    if not teachers:
+        raise KdlicError("the zoo holds no teacher (kdlic zoo list)")
+    return min(teachers, key=lambda n: abs(zoo_info(n)["lmbda"] - 0.025))
+
+
+def _similar_bpp(curve: dict, bpp: float) -> tuple[float, float]:
+    """The (bpp, PSNR) of the sweep point whose rate is closest to ``bpp``."""
+    r = curve["results"]
+    i = int(np.argmin([abs(b - bpp) for b in r["bpp"]]))
+    return r["bpp"][i], float(from_jsonable(r["psnr-rgb"][i]))
+
+
+def run_demo(out: Path, minutes: float, threads: int | None) -> Path:
+    """Run every demo step into ``out``; returns the report's index.html."""
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    teacher = zoo_teacher()
+    images = training_images(out)
+    sample = sample_image()
+    print(f"[demo] teacher {teacher}; distilling an N=16 student for {minutes:g} min on "
+          f"{images}")
+    student_dir = out / "student-n16"
+    flags = ["distill", "--teacher", teacher, "--N", "16", "--preset", "L1", "--cache",
+             "memory", "--bf16", "--minutes", str(minutes), "--steps", "1000000",
+             "--data", str(images), "--crop", "128", "--batch-size", "8", "--lr", "3e-4",
+             "--val-every", "200", "--set", "data.val_count=1", "--run-dir", str(student_dir)]
+    if threads:
+        flags += ["--threads", str(threads)]
+    if (student_dir / "last.pt").exists():
+        shutil.rmtree(student_dir)  # a fresh demo each time
+    if kdlic(flags) != 0:
+        raise KdlicError("distillation failed")
+    models = [teacher, *[n for n in zoo_names() if n != teacher], str(student_dir / "best.pt")]
+    print(f"[demo] compressing {sample.name} with {len(models)} models and JPEG/WebP")
+    if kdlic(["evaluate", *models, "-i", str(sample), "-o", str(out / "models.json"),
+              "--name", "kdlic", "--no-progress"]) != 0:
+        raise KdlicError("evaluation failed")
+    if kdlic(["baselines", str(sample), "--codecs", "jpeg,webp", "-o", str(out / "baselines"),
+              "--no-progress"]) != 0:
+        raise KdlicError("baselines failed")
+    evaluated = json.loads((out / "models.json").read_text())
+    print(f"\n{'codec':40s} {'bpp':>7s} {'PSNR dB':>8s}")
+    for i, m in enumerate(evaluated["models"]):
+        bpp, psnr = evaluated["results"]["bpp"][i], evaluated["results"]["psnr-rgb"][i]
+        print(f"{Path(m['model']).name[-40:]:40s} {bpp:7.3f} {psnr:8.2f}")
+        if i == len(evaluated["models"]) - 1:
+            for codec in ("jpeg", "webp"):
+                curve = json.loads((out / "baselines" / f"{codec}.json").read_text())
+                b, q = _similar_bpp(curve, bpp)
+                print(f"{codec + ' (closest bpp to the student)':40s} {b:7.3f} {q:8.2f}")
+    report = out / "report"
+    if kdlic(["report", str(out / "models.json"), str(out / "baselines" / "jpeg.json"),
+              str(out / "baselines" / "webp.json"), "-o", str(report),
+              "--crop-image", str(sample)]) != 0:
+        raise KdlicError("report failed")
+    return report / "index.html"
