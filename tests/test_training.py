@@ -45,6 +45,8 @@ def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(tiny_cfg, tmp_
     stopped["run_dir"] = str(tmp_path / "stopped")
     stopped["schedule"]["steps"] = 4
     make_trainer(stopped).fit()
+    with open(tmp_path / "stopped" / "metrics.jsonl", "a") as log:
+        log.write('{"step": 9, "split": "tr')  # a record cut short by a kill
     stopped["schedule"]["steps"] = 6
     make_trainer(stopped, resume=True).fit()
 

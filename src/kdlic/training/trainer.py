@@ -69,6 +69,14 @@ def load_data(cfg: dict[str, Any]) -> tuple[CropSource, Tensor]:
     return train, val
 
 
+def _log_step(line: str) -> int | None:
+    """The step of one metrics.jsonl record, None if the line is not a whole record."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 class Trainer:
     """Optimises ``objective`` for ``model`` as the config's schedule says.
 
@@ -193,11 +201,11 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.cfg, sort_keys=False))
         log_path = self.run_dir / "metrics.jsonl"
-        if log_path.exists():  # drop records past the resumed step (they will be redone)
-            kept = [
-                line for line in log_path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= self.step
-            ]
+        if log_path.exists():
+            # Drop records past the resumed step (they will be redone) and a last line
+            # cut short by a kill.
+            kept = [line for line in log_path.read_text().splitlines()
+                    if _log_step(line) is not None and _log_step(line) <= self.step]
             log_path.write_text("".join(line + "\n" for line in kept))
 
     # -- the loop ----------------------------------------------------------------------
