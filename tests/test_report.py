@@ -1,0 +1,179 @@
+"""`kdlic report`: every table and plot is written, and the page's links all resolve."""
+
+from __future__ import annotations
+
+import csv
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import torch
+
+from kdlic.cli import main
+from kdlic.evaluation.classic import run_baselines
+from kdlic.evaluation.evaluate import evaluate_models
+from kdlic.evaluation.profile import profile_models
+from kdlic.models import build_model
+from kdlic.report import PLOTS, TABLES, build_report
+from kdlic.utils.checkpoint import save_checkpoint
+from kdlic.utils.files import write_json
+
+
+class Links(HTMLParser):
+    """Every href and src of a page, and whether it has a script or external stylesheet."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[str] = []
+        self.images: list[str] = []
+        self.scripts = 0
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "script" or (tag == "link" and a.get("rel") == "stylesheet"):
+            self.scripts += 1
+        if "href" in a:
+            self.links.append(a["href"])
+        if "src" in a:
+            self.images.append(a["src"])
+
+
+def page_links(index: Path) -> Links:
+    parser = Links()
+    parser.feed(index.read_text())
+    return parser
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory, image_dir):
+    """Evaluation (2 tiny models), JPEG baseline and profile JSONs, made for real."""
+    root = tmp_path_factory.mktemp("results")
+    specs = []
+    for name, n in (("big/best.pt", 8), ("small.pt", 4)):
+        torch.manual_seed(n)
+        model = build_model("scale-hyperprior", n, 16)
+        save_checkpoint(root / name, model, {"lmbda": 0.01, "step": 0})
+        specs.append(str(root / name))
+    images = sorted(image_dir.rglob("img*.png"))[:2]
+    evaluation = root / "eval.json"
+    write_json(evaluation, evaluate_models(specs, images, "tiny", progress=False))
+    run_baselines(images, ["jpeg"], {"jpeg": [20, 60, 90]}, root / "baselines", progress=False)
+    profile = root / "profile.json"
+    profile_models(specs, profile, repeats=2, warmup=0, threads=1, image=images[0],
+                   memory=False, matmul_n=64, progress=False)
+    return {"root": root, "specs": specs, "evaluation": evaluation,
+            "baselines": root / "baselines", "profile": profile, "crop": images[0]}
+
+
+@pytest.fixture(scope="module")
+def report(results, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    summary = build_report([results["evaluation"], results["baselines"], results["profile"]],
+                           out, crop_image=results["crop"], progress=False)
+    return out, summary
+
+
+def test_report_writes_every_table_plot_and_crop(report):
+    out, summary = report
+    for name in TABLES:
+        for ext in ("md", "csv"):
+            path = out / "tables" / f"{name}.{ext}"
+            assert path.is_file() and path.stat().st_size > 0, path
+    for name in PLOTS:
+        path = out / "plots" / f"{name}.png"
+        assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+    crops = summary["crops"]
+    assert crops is not None and (out / "crops" / "original.png").is_file()
+    assert [c["name"] for c in crops["crops"]] == ["big", "small"]
+    assert all(c["file"] is not None and Path(c["file"]).is_file() for c in crops["crops"])
+
+
+def test_html_page_links_all_resolve_and_need_no_server(report):
+    out, _ = report
+    page = page_links(out / "index.html")
+    assert page.scripts == 0
+    targets = page.links + page.images
+    assert targets
+    for target in targets:
+        assert "://" not in target and not target.startswith("/"), target
+        path = (out / target).resolve()
+        assert path.is_file(), target
+        assert out.resolve() in path.parents  # inside the report folder
+    linked = {Path(t).as_posix() for t in targets}
+    for name in TABLES:
+        assert f"tables/{name}.md" in linked and f"tables/{name}.csv" in linked
+    for name in PLOTS:
+        assert f"plots/{name}.png" in linked
+    assert "crops/original.png" in linked
+    assert any(t.startswith("data/") and t.endswith(".json") for t in linked)
+
+
+def test_tables_compare_with_the_reference_model(report):
+    out, summary = report
+    assert summary["reference"] == "big"  # most parameters
+    with open(out / "tables" / "size.csv") as f:
+        rows = {r["model"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"big", "small"}
+    assert rows["big"]["reference"] == "yes"
+    assert float(rows["big"]["params_m_change_pct"]) == 0
+    big, small = float(rows["big"]["params_m"]), float(rows["small"]["params_m"])
+    assert float(rows["small"]["params_m_change_pct"]) == pytest.approx(
+        (small - big) / big * 100, rel=1e-3)
+    assert rows["small"]["psnr_db_change_db"] != ""
+    with open(out / "tables" / "compute.csv") as f:
+        compute = {r["model"]: r for r in csv.DictReader(f)}
+    # evaluation and profile were joined: one row carries both PSNR and latency
+    assert float(compute["small"]["encode_ms"]) > 0 and float(compute["small"]["psnr_db"]) > 0
+    assert float(compute["big"]["gflops_per_frame"]) > float(compute["small"]["gflops_per_frame"])
+    energy = (out / "tables" / "energy.md").read_text()
+    md = (out / "tables" / "size.md").read_text()
+    assert "**big** (ref)" in md and "%)" in md
+    if "RAPL" not in energy:
+        assert "not metered" in energy
+    bd = (out / "tables" / "bd_rate.csv").read_text()
+    assert "jpeg" in bd  # the codec curve has a BD-rate against the published curve
+
+
+def test_cli_report_reference_and_no_crops(results, tmp_path, capsys):
+    out = tmp_path / "r"
+    code = main(["report", str(results["evaluation"]), str(results["profile"]), "-o", str(out),
+                 "--reference", "small", "--no-crops", "--no-compressai-curve",
+                 "--no-progress"])
+    assert code == 0
+    assert "reference model: small" in capsys.readouterr().out
+    assert (out / "index.html").is_file() and not (out / "crops").exists()
+    for target in (lambda p: p.links + p.images)(page_links(out / "index.html")):
+        assert (out / target).is_file(), target
+
+
+def test_crops_skip_models_that_cannot_be_loaded(results, tmp_path):
+    doc = json.loads(results["evaluation"].read_text())
+    doc["models"][1]["model"] = str(tmp_path / "gone.pt")
+    broken = tmp_path / "eval.json"
+    broken.write_text(json.dumps(doc))
+    summary = build_report([broken], tmp_path / "r", crop_image=results["crop"],
+                           progress=False)
+    notes = {c["name"]: c["note"] for c in summary["crops"]["crops"]}
+    assert notes["big"] == "" and notes["gone"].startswith("skipped")
+    page = page_links(tmp_path / "r" / "index.html")
+    for target in page.links + page.images:
+        assert (tmp_path / "r" / target).is_file(), target
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"hello": 1}, "not an evaluation, baselines or profile"),
+    (None, "cannot read results"),
+])
+def test_cli_report_user_errors(content, message, tmp_path, capsys):
+    path = tmp_path / "x.json"
+    path.write_text("{broken" if content is None else json.dumps(content))
+    assert main(["report", str(path), "-o", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_unknown_reference_is_a_user_error(results, tmp_path, capsys):
+    assert main(["report", str(results["evaluation"]), "-o", str(tmp_path / "r"),
+                 "--reference", "nope", "--no-crops"]) == 2
+    assert "reference model 'nope' not in the results" in capsys.readouterr().err
