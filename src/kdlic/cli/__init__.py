@@ -20,7 +20,7 @@ warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
 
 # Order here is the order in `kdlic --help`.
 SUBCOMMANDS = ["train", "distill", "evaluate", "baselines", "bdrate", "zoo", "demo",
-               "profile", "report"]
+               "profile", "report", "compress", "decompress"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,9 @@
 """Real compression: the ``.kdl`` container and the encoder/decoder.
 
 ``encode(image, model) -> bytes`` and ``decode(data, model) -> PIL.Image`` are the
-one-call API; :class:`Codec` keeps a model's entropy tables between calls.
+one-call API (``model``: a loaded model, or a spec for :func:`kdlic.models.load_model`);
+:class:`Codec` keeps a model's entropy tables between calls. The format is described
+in docs/format.md.
 """
 
 from __future__ import annotations
@@ -13,26 +15,35 @@ import numpy as np
 from PIL import Image
 from torch import nn
 
-from kdlic.codec.codec import Codec, model_id, open_image
-from kdlic.codec.format import Header, pack, unpack
+from kdlic.codec.codec import Codec, model_id, model_name, open_image
+from kdlic.codec.format import Header, pack, peek_model, unpack
 
 _codecs: weakref.WeakKeyDictionary[nn.Module, Codec] = weakref.WeakKeyDictionary()
+_loaded: dict[str, nn.Module] = {}
 
 
-def _codec(model: nn.Module) -> Codec:
+def _codec(model: nn.Module | str | Path) -> Codec:
+    if not isinstance(model, nn.Module):
+        from kdlic.models import load_model
+
+        spec = str(model)
+        if spec not in _loaded:
+            _loaded[spec] = load_model(spec)
+        model = _loaded[spec]
     if model not in _codecs:
         _codecs[model] = Codec(model)
     return _codecs[model]
 
 
-def encode(image: str | Path | Image.Image | np.ndarray, model: nn.Module) -> bytes:
+def encode(image: str | Path | Image.Image | np.ndarray, model: nn.Module | str | Path) -> bytes:
     """Compress ``image`` with ``model``; returns the ``.kdl`` container bytes."""
     return _codec(model).encode(image)
 
 
-def decode(data: bytes, model: nn.Module) -> Image.Image:
+def decode(data: bytes, model: nn.Module | str | Path) -> Image.Image:
     """Decompress ``.kdl`` bytes made with ``model``."""
     return _codec(model).decode(data)
 
 
-__all__ = ["Codec", "Header", "decode", "encode", "model_id", "open_image", "pack", "unpack"]
+__all__ = ["Codec", "Header", "decode", "encode", "model_id", "model_name", "open_image",
+           "pack", "peek_model", "unpack"]

@@ -4,9 +4,13 @@ Colour handling (decided here, documented in docs/format.md):
 
 * EXIF orientation is applied before coding, so the decoded image is upright.
 * Grayscale images are coded as RGB with equal channels and decoded back to ``L``.
-* Alpha is kept losslessly: zlib-compressed in a third stream (mode ``RGBA``).
-* 16-bit images are reduced to 8 bits per channel (value / 257, rounded): the
-  models are trained on 8-bit images.
+* Alpha is kept losslessly: zlib-compressed in its own stream (modes ``RGBA``, ``LA``).
+* 16-bit grayscale is reduced to 8 bits (value / 257, rounded); Pillow itself reads
+  16-bit RGB(A) files as 8 bits per channel (the high byte). The models are 8-bit.
+
+Decoding is deterministic by construction where it has to be (see
+:mod:`kdlic.codec.fixedpoint`, :mod:`kdlic.codec.tables`, :mod:`kdlic.codec.rans`):
+the latents a file decodes to are the same on any machine, device and thread count.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import time
 import zlib
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +27,25 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor, nn
 
-from kdlic.codec.format import Header, pack, padded_size, unpack
+from kdlic.codec import rans
+from kdlic.codec.fixedpoint import (
+    FRAC_BITS,
+    FixedPointSequential,
+    TableSelector,
+    to_fixed,
+)
+from kdlic.codec.format import (
+    ALPHA_MODES,
+    MAX_PIXELS,
+    MAX_SIDE,
+    Header,
+    mask_bytes,
+    pack,
+    padded_size,
+    unpack,
+)
+from kdlic.codec.synthesis import Synthesis, one_thread
+from kdlic.codec.tables import SCALE_TABLE, bottleneck_tables, gaussian_tables
 from kdlic.errors import KdlicError
 
 
@@ -35,10 +58,28 @@ def model_id(model: nn.Module) -> bytes:
     return h.digest()[:8]
 
 
+def model_name(model: nn.Module) -> str:
+    """What the model was loaded as: zoo name or ``compressai:`` spec, else a file name.
+
+    Stored in the container so that errors can name the model a file needs (and
+    ``kdlic decompress`` can load zoo models by themselves). Never a directory path.
+    """
+    source = str(getattr(model, "source", "") or "")
+    if not source:
+        return f"{model.arch}({', '.join(f'{k}={v}' for k, v in model.arch_args.items())})"
+    if source.startswith("compressai:"):
+        return ":".join(source.split(":", 3)[:3])
+    return Path(source).name
+
+
 def open_image(source: str | Path | Image.Image | np.ndarray) -> Image.Image:
     """A PIL image from a path, a PIL image or an (H, W[, C]) uint8 array, upright."""
     if isinstance(source, np.ndarray):
-        return Image.fromarray(source)
+        try:
+            return Image.fromarray(source)
+        except (TypeError, ValueError) as exc:
+            raise KdlicError(f"cannot use a {source.dtype} array of shape {source.shape} "
+                             "as an image") from exc
     if isinstance(source, Image.Image):
         return ImageOps.exif_transpose(source)
     path = Path(source)
@@ -48,102 +89,188 @@ def open_image(source: str | Path | Image.Image | np.ndarray) -> Image.Image:
         with Image.open(path) as img:
             img.load()
             return ImageOps.exif_transpose(img)
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
-        raise KdlicError(f"cannot read image {path}: {exc}") from exc
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError,
+            SyntaxError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise KdlicError(f"cannot read image {path}: {reason}") from exc
 
 
 def split_channels(img: Image.Image) -> tuple[str, np.ndarray, np.ndarray | None]:
     """(mode, rgb (H, W, 3) uint8, alpha (H, W) uint8 or None) as the container codes it."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         arr = np.asarray(img, dtype=np.float64)
         gray = np.clip(np.round(arr / 257.0), 0, 255).astype(np.uint8)
         return "L", np.repeat(gray[..., None], 3, axis=2), None
-    has_alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
+    has_alpha = img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info
+    gray = img.mode in ("1", "L", "LA", "La", "F", "I;16", "I") or (
+        img.mode == "P" and img.palette is not None and img.palette.mode == "L")
     if has_alpha:
         rgba = np.asarray(img.convert("RGBA"))
-        return "RGBA", np.ascontiguousarray(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3])
-    if img.mode in ("1", "L", "F"):
-        gray = np.asarray(img.convert("L"))
-        return "L", np.repeat(gray[..., None], 3, axis=2), None
+        mode = "LA" if gray else "RGBA"
+        return mode, np.ascontiguousarray(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3])
+    if gray:
+        g = np.asarray(img.convert("L"))
+        return "L", np.repeat(g[..., None], 3, axis=2), None
     return "RGB", np.asarray(img.convert("RGB")), None
+
+
+@lru_cache(maxsize=1)
+def _gaussian() -> rans.PreparedTables:
+    return rans.PreparedTables(gaussian_tables())
 
 
 class Codec:
     """A model made ready for real entropy coding (tables built once).
 
     ``timings`` holds the seconds spent in each stage of the last encode/decode:
-    ``transform`` (g_a/h_a or g_s), ``hyper`` (h_s and table indexes) and ``entropy``
-    (rANS coding), so benchmarks can show the entropy-coding share.
+    ``transform`` (g_a/h_a or g_s), ``hyper`` (fixed-point h_s and table indexes) and
+    ``entropy`` (rANS coding, with its Python-side conversions), so benchmarks can
+    show the entropy-coding share. ``clock`` is the timer used (a benchmark on a busy
+    machine may set ``time.process_time``).
     """
+
+    clock = staticmethod(time.perf_counter)
 
     def __init__(self, model: nn.Module, device: str | torch.device = "cpu") -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
+        # CompressAI's own tables, for code that calls the model's compress()/decompress();
+        # this codec uses the deterministic tables below.
         self.model.update(force=True)
         self.id = model_id(model)
+        self.name = model_name(model)
+        self.y_channels = int(self.model.M)
+        self.z_channels = int(self.model.entropy_bottleneck.channels)
+        try:
+            z_tables, medians = bottleneck_tables(self.model.entropy_bottleneck)
+            self.hyper = FixedPointSequential(self.model.h_s, self.device)
+        except ValueError as exc:
+            raise KdlicError(f"model {self.name} cannot be used for coding: {exc}") from exc
+        self.z_tables = rans.PreparedTables(z_tables)
+        self.y_tables = _gaussian()
+        self._medians = self.model.entropy_bottleneck._get_medians().detach().reshape(-1)
+        self._medians_fixed = torch.round(torch.from_numpy(medians) * 2.0**FRAC_BITS)
+        self._select = TableSelector(SCALE_TABLE, self.device)
+        self._synthesis = Synthesis(self.model.g_s)
         self.timings: dict[str, float] = {}
 
     def _tick(self, stage: str, start: float) -> float:
-        now = time.perf_counter()
+        now = self.clock()
         self.timings[stage] = self.timings.get(stage, 0.0) + now - start
         return now
 
     def scale_indexes(self, z_hat: Tensor) -> Tensor:
-        """Gaussian table index of every latent element, from the decoded hyper-latent."""
-        return self.model.gaussian_conditional.build_indexes(self.model.h_s(z_hat))
+        """Gaussian table index of every latent element, from a decoded hyper-latent.
+
+        ``z_hat`` (B, C, h, w) float; the result is int64 (B, M, 4h, 4w) on the codec's
+        device, computed exactly (fixed point), so equal wherever it runs.
+        """
+        return self._select(self.hyper(to_fixed(z_hat)))
+
+    def _indexes(self, z_symbols: np.ndarray, channels: np.ndarray) -> np.ndarray:
+        """Table indexes (len(channels), 4h, 4w) int64 of the given y channels, exactly,
+        from the z symbols (C, h, w). Channels that are not coded are not computed."""
+        if len(channels) == 0:
+            return np.zeros((0, 4 * z_symbols.shape[1], 4 * z_symbols.shape[2]), np.int64)
+        fixed = (torch.from_numpy(z_symbols).double() * 2.0**FRAC_BITS
+                 + self._medians_fixed.view(-1, 1, 1))
+        scales = self.hyper(fixed[None], torch.from_numpy(np.asarray(channels, np.int64)))
+        return self._select(scales)[0].cpu().numpy()
+
+    def _z_indexes(self, shape: tuple[int, int]) -> np.ndarray:
+        return np.repeat(np.arange(self.z_channels, dtype=np.int64), shape[0] * shape[1])
 
     @torch.no_grad()
     def encode(self, image: str | Path | Image.Image | np.ndarray) -> bytes:
         """Compress an image (path, PIL image or uint8 array) to container bytes."""
-        mode, rgb, alpha = split_channels(open_image(image))
+        image = open_image(image)
+        with one_thread(self.device):
+            return self._encode(image)
+
+    def _encode(self, image: Image.Image) -> bytes:
+        mode, rgb, alpha = split_channels(image)
         height, width = rgb.shape[:2]
+        if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
+            raise KdlicError(f"image {width}x{height} is too large for the format "
+                             f"(at most {MAX_SIDE} per side and {MAX_PIXELS} pixels)")
         self.timings = {}
-        t = time.perf_counter()
-        x = torch.from_numpy(np.array(rgb)).to(self.device).permute(2, 0, 1)[None].float().div_(255)
+        t = self.clock()
+        x = torch.from_numpy(np.array(rgb)).to(self.device).permute(2, 0, 1)[None].float()
+        x = x.div_(255)
         # Replicate padding: flat borders cost fewer bits than zeros.
         x = F.pad(x, (0, padded_size(width) - width, 0, padded_size(height) - height),
                   mode="replicate")
         m = self.model
         y = m.g_a(x)
         z = m.h_a(torch.abs(y))
+        limit = rans.ESCAPE_LIMIT - 1
+        z_sym = torch.round(z - self._medians.view(1, -1, 1, 1)).clamp_(-limit, limit)
+        z_sym = z_sym[0].to(torch.int64).cpu().numpy()
+        y_sym = torch.round(y).clamp_(-limit, limit)[0].to(torch.int64).cpu().numpy()
         t = self._tick("transform", t)
-        z_strings = m.entropy_bottleneck.compress(z)
-        z_hat = m.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
-        t = self._tick("entropy", t)
-        indexes = self.scale_indexes(z_hat)
+        coded = np.flatnonzero(np.abs(y_sym).reshape(len(y_sym), -1).max(axis=1))
+        indexes = self._indexes(z_sym, coded)
         t = self._tick("hyper", t)
-        y_strings = m.gaussian_conditional.compress(y, indexes)
+        z_stream, z_esc = rans.encode(z_sym, self._z_indexes(z_sym.shape[1:]), self.z_tables)
+        y_stream, y_esc = rans.encode(y_sym[coded], indexes, self.y_tables)
+        streams = [z_stream, y_stream, rans.pack_escapes(np.concatenate([z_esc, y_esc]))]
         self._tick("entropy", t)
-        streams = [z_strings[0], y_strings[0]]
         if alpha is not None:
             streams.append(zlib.compress(alpha.tobytes(), 9))
-        header = Header(mode, self.id, width, height, tuple(z.shape[-2:]))
+        mask = np.zeros(self.y_channels, dtype=bool)
+        mask[coded] = True
+        header = Header(mode, self.id, width, height, tuple(z_sym.shape[1:]), self.y_channels,
+                        self.z_channels, mask_bytes(mask.tolist()), self.name)
         return pack(header, streams)
+
+    def check_header(self, header: Header) -> None:
+        """Refuse a file made with another model (before decoding anything)."""
+        if header.model_id != self.id:
+            made = f"'{header.model_name}' " if header.model_name else ""
+            raise KdlicError(
+                f"the file was encoded with model {made}(id {header.model_id.hex()}), not "
+                f"with '{self.name}' (id {self.id.hex()}); decode it with that model"
+            )
+        if (header.y_channels, header.z_channels) != (self.y_channels, self.z_channels):
+            raise KdlicError(
+                f"the file declares {header.y_channels}/{header.z_channels} latent channels; "
+                f"the model has {self.y_channels}/{self.z_channels}"
+            )
 
     @torch.no_grad()
     def decode(self, data: bytes) -> Image.Image:
-        """Decompress container bytes to a PIL image (mode RGB, L or RGBA)."""
+        """Decompress container bytes to a PIL image (mode RGB, L, RGBA or LA)."""
         header, streams = unpack(data)
-        if header.model_id != self.id:
-            raise KdlicError(
-                f"the file was encoded with another model (id {header.model_id.hex()}, "
-                f"this model is {self.id.hex()})"
-            )
-        alpha = _inflate_alpha(streams[2], header) if header.mode == "RGBA" else None
+        self.check_header(header)
+        with one_thread(self.device):
+            return self._decode(header, streams)
+
+    def _decode(self, header: Header, streams: list[bytes]) -> Image.Image:
+        alpha = _inflate_alpha(streams[3], header) if header.mode in ALPHA_MODES else None
         self.timings = {}
-        t = time.perf_counter()
-        m = self.model
-        z_hat = m.entropy_bottleneck.decompress([streams[0]], header.z_shape).to(self.device)
+        t = self.clock()
+        escapes = rans.EscapeReader(streams[2])
+        zh, zw = header.z_shape
+        z_sym = rans.decode(streams[0], self._z_indexes((zh, zw)), self.z_tables, escapes)
+        z_sym = z_sym.reshape(self.z_channels, zh, zw)
         t = self._tick("entropy", t)
-        indexes = self.scale_indexes(z_hat)
+        coded = np.asarray(header.coded_channels(), dtype=np.int64)
+        indexes = self._indexes(z_sym, coded)
         t = self._tick("hyper", t)
-        y_hat = m.gaussian_conditional.decompress([streams[1]], indexes, z_hat.dtype)
+        y_sym = np.zeros((self.y_channels, *header.y_shape), dtype=np.float32)
+        values = rans.decode(streams[1], indexes, self.y_tables, escapes)
+        y_sym[coded] = values.reshape(indexes.shape)
+        escapes.finish()
         t = self._tick("entropy", t)
-        x_hat = m.g_s(y_hat.to(self.device))[0, :, : header.height, : header.width]
-        rgb = x_hat.clamp_(0, 1).mul_(255).round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        y_hat = torch.from_numpy(y_sym)[None].to(self.device)
+        coded_t = torch.from_numpy(coded).to(self.device)
+        rgb = self._synthesis.pixels(y_hat, coded_t, header.height, header.width).cpu().numpy()
         self._tick("transform", t)
         if header.mode == "L":
             return Image.fromarray(rgb).convert("L")
+        if header.mode == "LA":
+            gray = np.asarray(Image.fromarray(rgb).convert("L"))
+            return Image.fromarray(np.dstack([gray, alpha]), "LA")
         if header.mode == "RGBA":
             return Image.fromarray(np.dstack([rgb, alpha]), "RGBA")
         return Image.fromarray(rgb, "RGB")
@@ -155,7 +282,7 @@ def _inflate_alpha(stream: bytes, header: Header) -> np.ndarray:
     try:
         inflater = zlib.decompressobj()
         raw = inflater.decompress(stream, size)
-        complete = inflater.eof and not inflater.unconsumed_tail
+        complete = inflater.eof and not inflater.unconsumed_tail and not inflater.unused_data
     except zlib.error as exc:
         raise KdlicError(f"corrupt alpha stream: {exc}") from exc
     if len(raw) != size or not complete:

@@ -1,25 +1,30 @@
 """The ``.kdl`` container: a checked header around the entropy-coded streams.
 
-Layout (all integers little-endian)::
+Layout (all integers little-endian; docs/format.md has the full description)::
 
     offset  size  field
     0       4     magic b"KDLC"
     4       1     format version (1)
-    5       1     colour mode: 0 = RGB, 1 = grayscale (L), 2 = RGBA (alpha in a stream)
+    5       1     colour mode: 0 = RGB, 1 = L (grayscale), 2 = RGBA, 3 = LA
     6       8     model id: first 8 bytes of SHA-256 over the model's parameters
-    14      4     image width in pixels (1..65535)
-    18      4     image height in pixels (1..65535)
-    22      2     z height (latent grid of the padded image / 64)
-    24      2     z width
-    26      1     number of streams S (2 or 3)
-    27      4*S   stream lengths in bytes
-    ...           streams, in order: z (hyper-latent), y (latent), [alpha: zlib]
+    14      1     n: length of the model name
+    15      n     model name, UTF-8 (zoo name, compressai:... spec or checkpoint file name)
+    15+n    4     image width in pixels (1..65535)
+    +4      4     image height in pixels (1..65535)
+    +8      2     M: latent (y) channels
+    +10     2     C: hyper-latent (z) channels
+    +12     2     z height = ceil(height / 64)  (y is 4x larger: 16-pixel grid)
+    +14     2     z width  = ceil(width / 64)
+    +16     1     S: number of streams (3, or 4 with alpha)
+    +17     m     y channel mask, m = ceil(M / 8): bit c (LSB first) set = channel c coded
+    ...     4*S   stream lengths in bytes
+    ...           streams: z (rANS), y (rANS, coded channels only), escapes, [alpha: zlib]
     end-4   4     CRC-32 of every byte before it
 
 Everything is validated before any tensor is allocated: a declared size beyond
-``MAX_PIXELS``, latent shapes that don't match the image size, stream lengths that
-don't add up to the file size, and a wrong checksum are refused with a
-:class:`~kdlic.errors.KdlicError`.
+``MAX_SIDE``/``MAX_PIXELS``, latent shapes that don't match the image size, a mask
+with bits beyond M, stream lengths that don't add up to the file size, and a wrong
+checksum are refused with a :class:`~kdlic.errors.KdlicError`.
 """
 
 from __future__ import annotations
@@ -32,11 +37,16 @@ from kdlic.errors import KdlicError
 
 MAGIC = b"KDLC"
 VERSION = 1
-COLOUR_MODES = {0: "RGB", 1: "L", 2: "RGBA"}
+COLOUR_MODES = {0: "RGB", 1: "L", 2: "RGBA", 3: "LA"}
+ALPHA_MODES = ("RGBA", "LA")
 MAX_SIDE = 65535
-MAX_PIXELS = 2**28  # 268 Mpx: refuse larger declared images before allocating anything
-_FIXED = struct.Struct("<4sBB8sIIHHB")
+MAX_PIXELS = 2**26  # 67 Mpx (8192 x 8192): decoding needs ~N * pixels bytes of activations
+MAX_CHANNELS = 4096
+MAX_NAME = 255
+_PREFIX = struct.Struct("<4sBB8sB")  # magic, version, mode, model id, name length
+_SIZES = struct.Struct("<IIHHHHB")  # width, height, M, C, z height, z width, streams
 _CRC = struct.Struct("<I")
+STREAM_NAMES = ("z", "y", "escapes", "alpha")
 
 
 def padded_size(side: int) -> int:
@@ -46,53 +56,127 @@ def padded_size(side: int) -> int:
 
 @dataclass(frozen=True)
 class Header:
-    mode: str  # "RGB", "L" or "RGBA"
+    mode: str  # "RGB", "L", "RGBA" or "LA"
     model_id: bytes  # 8 bytes
     width: int
     height: int
-    z_shape: tuple[int, int]
+    z_shape: tuple[int, int]  # (height, width) of the hyper-latent grid
+    y_channels: int = 0  # M
+    z_channels: int = 0  # C
+    y_mask: bytes = b""  # ceil(M / 8) bytes
+    model_name: str = ""
+
+    @property
+    def y_shape(self) -> tuple[int, int]:
+        return (4 * self.z_shape[0], 4 * self.z_shape[1])
+
+    def coded_channels(self) -> list[int]:
+        """Indexes of the y channels whose symbols are in the y stream."""
+        return [c for c in range(self.y_channels) if self.y_mask[c // 8] >> (c % 8) & 1]
+
+
+def mask_bytes(coded: list[bool]) -> bytes:
+    """The y channel mask for per-channel flags (LSB of byte 0 = channel 0)."""
+    out = bytearray((len(coded) + 7) // 8)
+    for c, flag in enumerate(coded):
+        if flag:
+            out[c // 8] |= 1 << (c % 8)
+    return bytes(out)
+
+
+def encode_name(name: str) -> bytes:
+    """UTF-8 name cut to MAX_NAME bytes on a character boundary."""
+    raw = name.encode("utf-8")[:MAX_NAME]
+    return raw.decode("utf-8", errors="ignore").encode("utf-8")
 
 
 def pack(header: Header, streams: list[bytes]) -> bytes:
     """Header, streams and checksum as one byte string."""
     mode = {v: k for k, v in COLOUR_MODES.items()}[header.mode]
-    head = _FIXED.pack(MAGIC, VERSION, mode, header.model_id, header.width, header.height,
-                       *header.z_shape, len(streams))
+    name = encode_name(header.model_name)
+    head = (_PREFIX.pack(MAGIC, VERSION, mode, header.model_id, len(name)) + name
+            + _SIZES.pack(header.width, header.height, header.y_channels, header.z_channels,
+                          *header.z_shape, len(streams))
+            + header.y_mask)
     body = head + struct.pack(f"<{len(streams)}I", *map(len, streams)) + b"".join(streams)
     return body + _CRC.pack(zlib.crc32(body))
 
 
-def unpack(data: bytes) -> tuple[Header, list[bytes]]:
-    """Parse and check a container; :class:`KdlicError` names the first problem found."""
+def peek_model(data: bytes) -> tuple[bytes, str]:
+    """(model id, model name) of a container, checking only what is needed to read them."""
+    _check_prefix(data)
+    _, _, _, model_id, n = _PREFIX.unpack_from(data)
+    if len(data) < _PREFIX.size + n:
+        raise KdlicError("truncated file (header incomplete)")
+    return model_id, _name(data[_PREFIX.size : _PREFIX.size + n])
+
+
+def _check_prefix(data: bytes) -> None:
     if len(data) == 0:
         raise KdlicError("empty file")
-    if len(data) < len(MAGIC) or data[:4] != MAGIC:
+    if data[: len(MAGIC)] != MAGIC:
+        if len(data) < len(MAGIC) and MAGIC.startswith(data):
+            raise KdlicError("truncated file (header incomplete)")
         raise KdlicError("not a kdlic file (wrong magic bytes)")
-    if len(data) < _FIXED.size + _CRC.size:
+    if len(data) < _PREFIX.size:
         raise KdlicError("truncated file (header incomplete)")
-    magic, version, mode, model_id, width, height, zh, zw, n = _FIXED.unpack_from(data)
+    version = data[len(MAGIC)]
     if version != VERSION:
         raise KdlicError(f"unsupported format version {version} (this kdlic reads {VERSION})")
-    body, (crc,) = data[:-4], _CRC.unpack_from(data, len(data) - 4)
-    if zlib.crc32(body) != crc:
-        raise KdlicError("checksum mismatch: the file is corrupt or truncated")
+
+
+def _name(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise KdlicError("corrupt header: the model name is not UTF-8") from None
+
+
+def unpack(data: bytes) -> tuple[Header, list[bytes]]:
+    """Parse and check a container; :class:`KdlicError` names the first problem found."""
+    data = bytes(data)
+    _check_prefix(data)
+    _, _, mode, model_id, n_name = _PREFIX.unpack_from(data)
+    pos = _PREFIX.size + n_name
+    if len(data) < pos + _SIZES.size + _CRC.size:
+        raise KdlicError("truncated file (header incomplete)")
+    name_raw = data[_PREFIX.size : pos]
+    width, height, m, c, zh, zw, n = _SIZES.unpack_from(data, pos)
+    pos += _SIZES.size
     if mode not in COLOUR_MODES:
         raise KdlicError(f"unknown colour mode {mode}")
     if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE) or width * height > MAX_PIXELS:
-        raise KdlicError(f"declared image size {width}x{height} is out of range")
+        raise KdlicError(f"declared image size {width}x{height} is out of range "
+                         f"(at most {MAX_SIDE} per side and {MAX_PIXELS} pixels)")
     if (zh, zw) != (padded_size(height) // 64, padded_size(width) // 64):
         raise KdlicError(f"latent shape {zh}x{zw} does not match image size {width}x{height}")
-    expected_streams = 3 if COLOUR_MODES[mode] == "RGBA" else 2
+    if not (1 <= m <= MAX_CHANNELS and 1 <= c <= MAX_CHANNELS):
+        raise KdlicError(f"latent channel counts {m}, {c} are out of range")
+    expected_streams = 4 if COLOUR_MODES[mode] in ALPHA_MODES else 3
     if n != expected_streams:
         raise KdlicError(f"{n} streams where {expected_streams} are expected")
-    offset = _FIXED.size + 4 * n
-    if len(body) < offset:
-        raise KdlicError("truncated file (stream table incomplete)")
-    lengths = struct.unpack_from(f"<{n}I", body, _FIXED.size)
-    if offset + sum(lengths) != len(body):
-        raise KdlicError("stream lengths do not add up to the file size")
+    mask_len = (m + 7) // 8
+    table = pos + mask_len
+    if len(data) < table + 4 * n + _CRC.size:
+        raise KdlicError("truncated file (header incomplete)")
+    mask = data[pos:table]
+    if m % 8 and mask[-1] >> (m % 8):
+        raise KdlicError("corrupt header: channel mask has bits beyond the channel count")
+    lengths = struct.unpack_from(f"<{n}I", data, table)
+    start = table + 4 * n
+    end = start + sum(lengths)
+    if len(data) < end + _CRC.size:
+        raise KdlicError(f"truncated file ({len(data)} bytes, the header declares "
+                         f"{end + _CRC.size})")
+    if len(data) > end + _CRC.size:
+        raise KdlicError(f"{len(data) - end - _CRC.size} unexpected bytes after the data")
+    (crc,) = _CRC.unpack_from(data, end)
+    if zlib.crc32(memoryview(data)[:end]) != crc:
+        raise KdlicError("checksum mismatch: the file is corrupt")
     streams = []
     for length in lengths:
-        streams.append(body[offset : offset + length])
-        offset += length
-    return Header(COLOUR_MODES[mode], model_id, width, height, (zh, zw)), streams
+        streams.append(data[start : start + length])
+        start += length
+    header = Header(COLOUR_MODES[mode], model_id, width, height, (zh, zw), m, c, mask,
+                    _name(name_raw))
+    return header, streams

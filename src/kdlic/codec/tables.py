@@ -60,11 +60,16 @@ MAX_TABLE_SYMBOLS = TOTAL // 4  # every symbol needs a frequency >= 1
 class Tables:
     """A set of coding tables: table ``i`` codes values ``lo[i]..hi[i]`` plus an escape.
 
-    ``cdfs[i]`` is the cumulative frequency list (``0 .. 2**16``, length
-    ``hi - lo + 3``) as plain Python ints, ready for CompressAI's rANS binding.
+    Within a table the symbols are ordered by decreasing frequency (ties: lower value
+    first), the escape last: the rANS symbol is a value's *position* in that order.
+    (CompressAI's decoder finds a symbol by a linear scan of the CDF from position 0,
+    so the most probable symbols are found first.) ``orders[i]`` lists the values by
+    position; ``cdfs[i]`` is the cumulative frequency list over positions (``0 ..
+    2**16``, length ``hi - lo + 3``) as plain Python ints, for CompressAI's binding.
     """
 
     cdfs: tuple[tuple[int, ...], ...]
+    orders: tuple[np.ndarray, ...]  # int64 values by position (escape not included)
     lo: np.ndarray  # int64 (T,)
     hi: np.ndarray  # int64 (T,)
 
@@ -74,8 +79,9 @@ class Tables:
     def digest(self) -> str:
         """SHA-256 of the tables: equal on every platform, or the format is broken."""
         h = hashlib.sha256()
-        for cdf, lo, hi in zip(self.cdfs, self.lo.tolist(), self.hi.tolist(), strict=True):
-            h.update(np.asarray([lo, hi, *cdf], dtype="<i8").tobytes())
+        for cdf, order, lo, hi in zip(self.cdfs, self.orders, self.lo.tolist(),
+                                      self.hi.tolist(), strict=True):
+            h.update(np.asarray([lo, hi, *cdf, *order.tolist()], dtype="<i8").tobytes())
         return h.hexdigest()
 
 
@@ -150,7 +156,7 @@ def det_normal_cdf(x: np.ndarray) -> np.ndarray:
 
 
 def quantize_pmf(pmf: np.ndarray) -> np.ndarray:
-    """Integer frequencies >= 1 summing to 2**16, close to ``pmf * 2**16``; the CDF.
+    """Integer frequencies >= 1 summing to 2**16, close to ``pmf * 2**16``.
 
     Round each probability (half up), raise zeros to 1, then remove the surplus one
     unit at a time from the largest frequencies (ties: lowest symbol) or give the
@@ -170,15 +176,23 @@ def quantize_pmf(pmf: np.ndarray) -> np.ndarray:
         surplus -= k
     if surplus < 0:
         freq[int(np.argmax(freq))] -= surplus
-    cdf = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(freq, out=cdf[1:])
-    assert cdf[-1] == TOTAL and (freq >= 1).all()
-    return cdf
+    assert freq.sum() == TOTAL and (freq >= 1).all()
+    return freq
 
 
 def _tables(pmfs: list[np.ndarray], lo: np.ndarray, hi: np.ndarray) -> Tables:
-    cdfs = tuple(tuple(quantize_pmf(p).tolist()) for p in pmfs)
-    return Tables(cdfs, np.asarray(lo, dtype=np.int64), np.asarray(hi, dtype=np.int64))
+    """Tables from probabilities of ``lo..hi`` followed by the escape mass."""
+    cdfs, orders = [], []
+    for pmf, low in zip(pmfs, lo.tolist(), strict=True):
+        freq = quantize_pmf(pmf)
+        values = freq[:-1]
+        order = np.lexsort((np.arange(values.size), -values))  # most frequent first
+        cdf = np.zeros(freq.size + 1, dtype=np.int64)
+        np.cumsum(np.concatenate([values[order], freq[-1:]]), out=cdf[1:])
+        cdfs.append(tuple(cdf.tolist()))
+        orders.append(order.astype(np.int64) + low)
+    return Tables(tuple(cdfs), tuple(orders), np.asarray(lo, dtype=np.int64),
+                  np.asarray(hi, dtype=np.int64))
 
 
 @lru_cache(maxsize=1)

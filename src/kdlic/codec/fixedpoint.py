@@ -1,0 +1,155 @@
+"""Exact fixed-point evaluation of the hyper-synthesis ``h_s`` (table selection).
+
+Encoder and decoder both run ``h_s`` on the decoded hyper-latent to pick, for every
+latent element, one of 64 Gaussian tables. In floating point the result depends on
+the summation order of each convolution (thread count, SIMD width, CPU vs GPU
+algorithms): a scale that lands within rounding error of a table threshold picks a
+different table on the decoder, and the rANS stream decodes to garbage from there.
+
+Here every value is an integer carried in float64, and every operation is exact or a
+single correctly-rounded IEEE operation, so the result is the same on any platform:
+
+* weights ``W`` become ``rint(W * 2**e_c)`` with a power-of-two scale per output
+  channel chosen so that ``|W_int| <= 2**wbits``; biases ``rint(b * 2**(F + e_c))``;
+* activations (and the input ``z_hat``) are integers in units of ``2**-F``
+  (``F = FRAC_BITS``), clamped to ``|a| < 2**ACT_BITS``;
+* a convolution output is a sum of ``K = C_in * k_h * k_w`` (at most) products.
+  ``wbits = 52 - ACT_BITS - ceil(log2 K)`` so every product and every partial sum is
+  an integer of magnitude ``<= K * 2**ACT_BITS * 2**wbits <= 2**52``; bias added:
+  ``< 2**53``. Integers below ``2**53`` are exact in float64, so the convolution is
+  computed exactly *in any summation order*: BLAS blocking, threads, FMA, GPU
+  kernels cannot change it (cuDNN is switched off for these calls so no FFT or
+  Winograd algorithm, which would not be a plain sum of products, is picked);
+* after each layer: ``floor(acc * 2**-e_c + 1/2)`` (exact scaling, one rounding)
+  brings the result back to units of ``2**-F``; ReLU and the clamp are exact.
+
+The scale is then compared with integer thresholds ``floor(s_i * 2**F)`` of the
+scale table: ``scale > s_i  <=>  q > floor(s_i * 2**F)`` for an integer ``q``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+FRAC_BITS = 12  # activations in units of 2**-12
+ACT_BITS = 26  # |activation| < 2**26 units, i.e. < 16384
+ACC_BITS = 52  # |sum of products| <= 2**52; + |bias| <= 2**51 stays below 2**53
+BIAS_LIMIT = 2.0**51
+MIN_WEIGHT_BITS = 8
+
+
+class _Layer:
+    def __init__(self, mod: nn.Module, device: torch.device) -> None:
+        self.transposed = isinstance(mod, nn.ConvTranspose2d)
+        if mod.groups != 1 or tuple(mod.dilation) != (1, 1) or mod.padding_mode != "zeros":
+            raise ValueError("fixed-point h_s supports plain convolutions only")
+        w = mod.weight.detach().float().cpu().double()
+        out_dim = 1 if self.transposed else 0
+        c_in = w.shape[0] if self.transposed else w.shape[1]
+        k = c_in * w.shape[2] * w.shape[3]
+        self.weight_bits = ACC_BITS - ACT_BITS - (k - 1).bit_length()
+        if self.weight_bits < MIN_WEIGHT_BITS:
+            raise ValueError(f"layer too wide for exact fixed point ({k} terms per output)")
+        amax = w.abs().amax(dim=[d for d in range(4) if d != out_dim]).tolist()
+        # |W| * 2**e < 2**weight_bits, with e from the binary exponent of max |W|
+        exps = [self.weight_bits - math.frexp(m)[1] if m > 0 else 0 for m in amax]
+        shape = [1, 1, 1, 1]
+        shape[out_dim] = -1
+        scale = torch.tensor([math.ldexp(1.0, e) for e in exps], dtype=torch.float64)
+        self.weight = torch.round(w * scale.view(shape)).to(device)
+        b = (mod.bias.detach().float().cpu().double() if mod.bias is not None
+             else torch.zeros(len(exps), dtype=torch.float64))
+        bias_scale = torch.tensor([math.ldexp(1.0, FRAC_BITS + e) for e in exps],
+                                  dtype=torch.float64)
+        self.bias = torch.round(b * bias_scale).clamp(-BIAS_LIMIT, BIAS_LIMIT)
+        self.bias = self.bias.view(1, -1, 1, 1).to(device)
+        self.rescale = torch.tensor([math.ldexp(1.0, -e) for e in exps],
+                                    dtype=torch.float64).view(1, -1, 1, 1).to(device)
+        self.stride, self.padding = tuple(mod.stride), tuple(mod.padding)
+        self.output_padding = tuple(getattr(mod, "output_padding", (0, 0)))
+
+    def __call__(self, x: Tensor, channels: Tensor | None = None) -> Tensor:
+        weight, bias, rescale = self.weight, self.bias, self.rescale
+        if channels is not None:  # only these output channels
+            weight = weight.index_select(1 if self.transposed else 0, channels)
+            bias, rescale = bias.index_select(1, channels), rescale.index_select(1, channels)
+        if self.transposed:
+            acc = F.conv_transpose2d(x, weight, None, self.stride, self.padding,
+                                     self.output_padding)
+        else:
+            acc = F.conv2d(x, weight, None, self.stride, self.padding)
+        return torch.floor((acc + bias) * rescale + 0.5)
+
+
+class FixedPointSequential:
+    """An ``nn.Sequential`` of Conv2d / ConvTranspose2d / ReLU, evaluated exactly.
+
+    Inputs and outputs are float64 tensors of integers in units of ``2**-FRAC_BITS``.
+    """
+
+    def __init__(self, seq: nn.Sequential, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.ops: list[_Layer | str] = []
+        for mod in seq:
+            if isinstance(mod, nn.ReLU):
+                self.ops.append("relu")
+            elif isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d)):
+                self.ops.append(_Layer(mod, self.device))
+            else:
+                raise ValueError(f"fixed-point h_s cannot run {type(mod).__name__}")
+
+    @torch.no_grad()
+    def __call__(self, x: Tensor, channels: Tensor | None = None) -> Tensor:
+        """Run the layers; ``channels``: compute only these output channels (int64)."""
+        limit = float(2**ACT_BITS - 1)
+        x = x.to(self.device, torch.float64).clamp(-limit, limit)
+        last = max(i for i, op in enumerate(self.ops) if op != "relu")
+        if channels is not None:
+            channels = channels.to(self.device)
+        with torch.backends.cudnn.flags(enabled=False):
+            for i, op in enumerate(self.ops):
+                if op == "relu":
+                    x = x.clamp_(min=0.0)
+                else:
+                    x = op(x, channels if i == last else None).clamp_(-limit, limit)
+        return x
+
+
+class TableSelector:
+    """Picks the Gaussian table of each scale with exact integer comparisons.
+
+    Index = how many thresholds ``T_i = floor(s_i * 2**F)`` (all but the last
+    scale-table entry) the fixed-point scale ``q`` exceeds. This matches CompressAI's
+    ``build_indexes`` (``scale <= s_i`` lowers the index; scales below the first entry
+    use table 0), on integers: ``q / 2**F > s_i  <=>  q > T_i``.
+
+    Fast: thresholds are at least ``2**shift`` apart, so a bucket ``q >> shift`` holds
+    at most one of them; a lookup table gives the count below the bucket, and one
+    comparison settles the bucket's own threshold.
+    """
+
+    def __init__(self, scale_table, device: str | torch.device = "cpu") -> None:
+        thresholds = [math.floor(s * 2**FRAC_BITS) for s in scale_table[:-1]]
+        gaps = [b - a for a, b in zip(thresholds, thresholds[1:], strict=False)]
+        if min(gaps, default=1) < 1:
+            raise ValueError("scale table entries are too close for the fixed-point grid")
+        self.shift = min(gaps, default=1).bit_length() - 1  # 2**shift <= smallest gap
+        self.top = thresholds[-1] + 1  # any scale above the last threshold: last table
+        starts = torch.arange(0, (self.top >> self.shift) + 1, dtype=torch.int64) << self.shift
+        t = torch.tensor(thresholds, dtype=torch.int64)
+        self.below = torch.searchsorted(t, starts, right=False).to(device)
+        self.thresholds = torch.cat([t, torch.tensor([self.top + 1])]).to(device)
+
+    def __call__(self, scales_fixed: Tensor) -> Tensor:
+        q = scales_fixed.clamp(0, self.top).to(torch.int64)
+        below = self.below[q >> self.shift]
+        return below + (q > self.thresholds[below]).to(torch.int64)
+
+
+def to_fixed(values: Tensor) -> Tensor:
+    """Real values to integers in units of ``2**-FRAC_BITS`` (round half to even)."""
+    return torch.round(values.double() * float(2**FRAC_BITS))

@@ -1,0 +1,112 @@
+"""Fuzzing the parser and decoder: only clean errors, no crash, no hang.
+
+Random bytes mostly stop at the magic or the checksum, so the mutation tests also
+recompute the CRC: the mutated header fields, streams, escapes and alpha then reach
+the real decoder (rANS included). Each example must either decode to an image of the
+declared size or raise :class:`KdlicError`; anything else (another exception, a
+segfault, a hang past the deadline) fails the test.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from kdlic.codec import Codec, unpack
+from kdlic.codec import format as fmt
+from kdlic.errors import KdlicError
+from tests.test_codec import make_model, smooth
+
+FUZZ = settings(max_examples=150, deadline=5000, derandomize=True,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                      HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return Codec(make_model())
+
+
+@pytest.fixture(scope="module")
+def seeds(codec):
+    rgb = smooth(40, 70, 5)
+    alpha = (np.arange(40 * 70) % 7 * 30).reshape(40, 70).astype(np.uint8)
+    return [codec.encode(rgb),
+            codec.encode(Image.fromarray(np.dstack([rgb, alpha]), "RGBA"))]
+
+
+@pytest.fixture(autouse=True)
+def small_images(monkeypatch):
+    """Cap declared images at 64 Kpx so a mutated size cannot make one example slow."""
+    monkeypatch.setattr(fmt, "MAX_PIXELS", 1 << 16)
+
+
+def check(codec: Codec, data: bytes) -> None:
+    try:
+        image = codec.decode(data)
+    except KdlicError as exc:
+        assert str(exc) and "\n" not in str(exc)
+        return
+    header, _ = unpack(data)
+    assert image.size == (header.width, header.height)
+
+
+def with_crc(body: bytes) -> bytes:
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+mutation = st.tuples(
+    st.sampled_from(["flip", "set", "insert", "delete", "stream"]),
+    st.integers(min_value=0, max_value=1 << 30),
+    st.integers(min_value=0, max_value=255),
+)
+
+
+@FUZZ
+@given(data=st.binary(max_size=600))
+def test_random_bytes(codec, data):
+    check(codec, data)
+
+
+@FUZZ
+@given(data=st.binary(max_size=300))
+def test_random_bytes_behind_a_valid_prefix(codec, data):
+    check(codec, b"KDLC\x01" + data)
+    check(codec, with_crc(b"KDLC\x01" + data))
+
+
+@FUZZ
+@given(which=st.integers(0, 1), mutations=st.lists(mutation, min_size=1, max_size=6))
+def test_mutations_with_a_valid_checksum(codec, seeds, which, mutations):
+    body = bytearray(seeds[which][:-4])
+    header, streams = unpack(seeds[which])
+    stream_start = len(body) - sum(map(len, streams))
+    for kind, pos, value in mutations:
+        if not body:
+            break
+        i = pos % len(body)
+        if kind == "flip":
+            body[i] ^= 1 << (value % 8)
+        elif kind == "set":
+            body[i] = value
+        elif kind == "insert":
+            body.insert(i, value)
+        elif kind == "delete":
+            del body[i]
+        elif len(body) > stream_start:  # garbage inside the entropy-coded streams
+            body[stream_start + pos % (len(body) - stream_start)] = value
+    check(codec, with_crc(bytes(body)))
+
+
+@FUZZ
+@given(payloads=st.lists(st.binary(max_size=200), min_size=3, max_size=3))
+def test_arbitrary_streams_behind_a_valid_header(codec, seeds, payloads):
+    """Any z / y / escape payloads (rANS garbage), with a correct header and checksum."""
+    header, _ = unpack(seeds[0])
+    check(codec, fmt.pack(header, payloads))
