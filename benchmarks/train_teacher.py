@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import shutil
 import sys
 from pathlib import Path
 
@@ -55,6 +56,7 @@ def main() -> int:
         cfg["optim"]["lr"] = args.lr
         cfg["schedule"].update(steps=10**9, minutes=args.minutes, val_every=250)
         cfg["runtime"].update(threads=args.threads, bf16=precision == "bf16", progress=False)
+        shutil.rmtree(cfg["run_dir"], ignore_errors=True)  # a fresh run each time
         torch.manual_seed(0)
         trainer = Trainer(cfg, build_model("scale-hyperprior", 128, 192),
                           RateDistortion(args.lmbda))

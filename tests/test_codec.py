@@ -428,7 +428,7 @@ def test_sixteen_bit_grayscale_is_rounded_to_eight_bits(codec, tmp_path):
     values = (np.arange(40 * 30, dtype=np.uint16) * 53).reshape(30, 40)
     path = tmp_path / "g16.png"
     Image.fromarray(values).save(path)  # mode I;16
-    from kdlic.codec.codec import open_image, split_channels
+    from kdlic.data.images import open_image, split_channels
 
     mode, rgb, alpha = split_channels(open_image(path))
     assert mode == "L" and alpha is None

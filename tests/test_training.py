@@ -81,6 +81,9 @@ def test_config_rejects_unknown_keys_and_bad_values(tmp_path):
     cfg = resolve_config(TRAIN_DEFAULTS, overrides=[parse_override("lmbda=-1")])
     with pytest.raises(KdlicError, match="lmbda must be a positive number"):
         check_train_config(cfg)
+    cfg = resolve_config(TRAIN_DEFAULTS, overrides=[parse_override("data.val_count=abc")])
+    with pytest.raises(KdlicError, match="data.val_count must be a non-negative integer"):
+        check_train_config(cfg)
     (tmp_path / "c.yaml").write_text("data: [1, 2]\n")
     with pytest.raises(KdlicError, match="must be a mapping"):
         resolve_config(TRAIN_DEFAULTS, tmp_path / "c.yaml")

@@ -205,7 +205,7 @@ def _run_jobs(jobs: list[Job], work: Callable[[Job], int], args: argparse.Namesp
 
 def run_compress(args: argparse.Namespace) -> int:
     from kdlic.codec import Codec
-    from kdlic.codec.codec import open_image
+    from kdlic.data.images import open_image
     from kdlic.models import load_model
 
     jobs = plan_jobs(args.inputs, args.output, _find_images, ".kdl")
@@ -227,7 +227,7 @@ def run_compress(args: argparse.Namespace) -> int:
 
 
 def _image_from_bytes(data: bytes, name: str) -> Image.Image:
-    from kdlic.codec.codec import open_image
+    from kdlic.data.images import open_image
 
     if not data:
         raise KdlicError(f"{name} is empty")

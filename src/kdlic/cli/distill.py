@@ -40,8 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             PRESETS.items()) + ". Terms: latent = MSE(y_hat), latent_kl = KL over channels, "
         "hyper = MSE(z_hat), output = MSE(x_hat) on [0,1] images, rd = student's "
         "lambda*255^2*MSE+bpp. The best checkpoint is chosen by the student's validation "
-        "RD loss. Works under torchrun (DDP).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "RD loss. Works under torchrun (DDP). Defaults: student N=32 with the teacher's M, "
+        "lambda = the teacher's, preset L1, the train command's schedule (see "
+        "kdlic.distillation.config.DISTILL_DEFAULTS).",
     )
     p.add_argument("--teacher", help="teacher: checkpoint, zoo name or compressai:ARCH:Q")
     p.add_argument("--teacher2", help="hybrid preset: the second (low-rate) teacher")

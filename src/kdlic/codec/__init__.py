@@ -15,8 +15,9 @@ import numpy as np
 from PIL import Image
 from torch import nn
 
-from kdlic.codec.codec import Codec, model_id, model_name, open_image
+from kdlic.codec.codec import Codec, model_id, model_name
 from kdlic.codec.format import Header, pack, peek_model, unpack
+from kdlic.data.images import open_image
 
 _codecs: weakref.WeakKeyDictionary[nn.Module, Codec] = weakref.WeakKeyDictionary()
 _loaded: dict[str, nn.Module] = {}
@@ -31,7 +32,7 @@ def _codec(model: nn.Module | str | Path) -> Codec:
             _loaded[spec] = load_model(spec)
         model = _loaded[spec]
     if model not in _codecs:
-        _codecs[model] = Codec(model)
+        _codecs[model] = Codec(model, next(model.parameters()).device)
     return _codecs[model]
 
 

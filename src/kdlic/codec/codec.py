@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor, nn
 
 from kdlic.codec import rans
@@ -46,7 +46,9 @@ from kdlic.codec.format import (
 )
 from kdlic.codec.synthesis import Synthesis, one_thread
 from kdlic.codec.tables import SCALE_TABLE, bottleneck_tables, gaussian_tables
+from kdlic.data.images import open_image, split_channels
 from kdlic.errors import KdlicError
+from kdlic.utils.device import parse_device
 
 
 def model_id(model: nn.Module) -> bytes:
@@ -72,48 +74,6 @@ def model_name(model: nn.Module) -> str:
     return Path(source).name
 
 
-def open_image(source: str | Path | Image.Image | np.ndarray) -> Image.Image:
-    """A PIL image from a path, a PIL image or an (H, W[, C]) uint8 array, upright."""
-    if isinstance(source, np.ndarray):
-        try:
-            return Image.fromarray(source)
-        except (TypeError, ValueError) as exc:
-            raise KdlicError(f"cannot use a {source.dtype} array of shape {source.shape} "
-                             "as an image") from exc
-    if isinstance(source, Image.Image):
-        return ImageOps.exif_transpose(source)
-    path = Path(source)
-    if path.is_dir():
-        raise KdlicError(f"{path} is a directory, not an image")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return ImageOps.exif_transpose(img)
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError,
-            SyntaxError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        raise KdlicError(f"cannot read image {path}: {reason}") from exc
-
-
-def split_channels(img: Image.Image) -> tuple[str, np.ndarray, np.ndarray | None]:
-    """(mode, rgb (H, W, 3) uint8, alpha (H, W) uint8 or None) as the container codes it."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        gray = np.clip(np.round(arr / 257.0), 0, 255).astype(np.uint8)
-        return "L", np.repeat(gray[..., None], 3, axis=2), None
-    has_alpha = img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info
-    gray = img.mode in ("1", "L", "LA", "La", "F", "I;16", "I") or (
-        img.mode == "P" and img.palette is not None and img.palette.mode == "L")
-    if has_alpha:
-        rgba = np.asarray(img.convert("RGBA"))
-        mode = "LA" if gray else "RGBA"
-        return mode, np.ascontiguousarray(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3])
-    if gray:
-        g = np.asarray(img.convert("L"))
-        return "L", np.repeat(g[..., None], 3, axis=2), None
-    return "RGB", np.asarray(img.convert("RGB")), None
-
-
 @lru_cache(maxsize=1)
 def _gaussian() -> rans.PreparedTables:
     return rans.PreparedTables(gaussian_tables())
@@ -132,7 +92,7 @@ class Codec:
     clock = staticmethod(time.perf_counter)
 
     def __init__(self, model: nn.Module, device: str | torch.device = "cpu") -> None:
-        self.device = torch.device(device)
+        self.device = parse_device(device)
         self.model = model.to(self.device).eval()
         # CompressAI's own tables, for code that calls the model's compress()/decompress();
         # this codec uses the deterministic tables below.

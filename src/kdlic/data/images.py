@@ -21,18 +21,56 @@ VIMEO_LISTS = {
 }
 
 
-def load_rgb(path: str | Path) -> np.ndarray:
-    """Decode an image file to an (H, W, 3) uint8 RGB array.
-
-    EXIF orientation is applied; grayscale, palette and alpha images become RGB
-    (alpha is dropped). Raises :class:`KdlicError` if the file cannot be decoded.
-    """
+def open_image(source: str | Path | Image.Image | np.ndarray) -> Image.Image:
+    """A PIL image from a path, a PIL image or an (H, W[, C]) uint8 array, upright."""
+    if isinstance(source, np.ndarray):
+        try:
+            return Image.fromarray(source)
+        except (TypeError, ValueError) as exc:
+            raise KdlicError(f"cannot use a {source.dtype} array of shape {source.shape} "
+                             "as an image") from exc
+    if isinstance(source, Image.Image):
+        return ImageOps.exif_transpose(source)
+    path = Path(source)
+    if path.is_dir():
+        raise KdlicError(f"{path} is a directory, not an image")
     try:
         with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            return np.asarray(img.convert("RGB"))
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
-        raise KdlicError(f"cannot read image {path}: {exc}") from exc
+            img.load()
+            return ImageOps.exif_transpose(img)
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError,
+            SyntaxError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise KdlicError(f"cannot read image {path}: {reason}") from exc
+
+
+def split_channels(img: Image.Image) -> tuple[str, np.ndarray, np.ndarray | None]:
+    """(mode, rgb (H, W, 3) uint8, alpha (H, W) uint8 or None) as the container codes it."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        gray = np.clip(np.round(arr / 257.0), 0, 255).astype(np.uint8)
+        return "L", np.repeat(gray[..., None], 3, axis=2), None
+    has_alpha = img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in img.info
+    gray = img.mode in ("1", "L", "LA", "La", "F", "I;16", "I") or (
+        img.mode == "P" and img.palette is not None and img.palette.mode == "L")
+    if has_alpha:
+        rgba = np.asarray(img.convert("RGBA"))
+        mode = "LA" if gray else "RGBA"
+        return mode, np.ascontiguousarray(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3])
+    if gray:
+        g = np.asarray(img.convert("L"))
+        return "L", np.repeat(g[..., None], 3, axis=2), None
+    return "RGB", np.asarray(img.convert("RGB")), None
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """Decode an image file to an (H, W, 3) uint8 RGB array, as the codec sees it.
+
+    EXIF orientation is applied; grayscale becomes three equal channels, 16-bit values
+    are scaled to 8 bits (value / 257) and alpha is dropped (see :func:`split_channels`).
+    Raises :class:`KdlicError` if the file cannot be decoded.
+    """
+    return split_channels(open_image(path))[1]
 
 
 def _vimeo_files(root: Path, split: str) -> list[Path] | None:

@@ -69,7 +69,8 @@ class CachedTeacherCrops(CropSource):
 
     def __init__(self, source: CropSource, needs: Needs, cache_dir: str | Path | None,
                  progress: bool = True) -> None:
-        super().__init__(source.paths, source.crop, cache_mb=4096)
+        super().__init__(source.paths, source.crop)
+        self._cache, self._cache_budget = source._cache, source._cache_budget  # share decodes
         self.targets: list[list[dict[str, Tensor]]] = []
         for i, (teacher, needed) in enumerate(needs):
             self.targets.append(self._load_or_build(i, teacher, needed, cache_dir, progress))
@@ -77,8 +78,9 @@ class CachedTeacherCrops(CropSource):
     def _key(self, teacher: FrozenTeacher, needed: set[str]) -> str:
         h = hashlib.sha256(model_id(teacher.model))
         h.update(f"{sorted(needed)}{self.crop}{teacher.model.autocast_dtype}".encode())
-        for p in self.paths:
-            h.update(str(Path(p).resolve()).encode())
+        for p in self.paths:  # a file replaced in place has another size or mtime
+            st = Path(p).stat()
+            h.update(f"{Path(p).resolve()}{st.st_size}{st.st_mtime_ns}".encode())
         return h.hexdigest()[:16]
 
     def _load_or_build(self, i: int, teacher: FrozenTeacher, needed: set[str],

@@ -6,7 +6,7 @@ import copy
 from typing import Any
 
 from kdlic.distillation.terms import PRESETS, TERMS
-from kdlic.training.config import TRAIN_DEFAULTS, check_train_config, require
+from kdlic.training.config import TRAIN_DEFAULTS, check_number, check_train_config, require
 
 DISTILL_DEFAULTS: dict[str, Any] = copy.deepcopy(TRAIN_DEFAULTS)
 del DISTILL_DEFAULTS["model"], DISTILL_DEFAULTS["init"]
@@ -55,7 +55,7 @@ def check_distill_config(cfg: dict[str, Any]) -> None:
             "compressai:ARCH:QUALITY) or pass --teacher")
     require(cfg["kd"]["cache"] in ("none", "memory", "disk"),
             f"kd.cache must be none, memory or disk, got {cfg['kd']['cache']!r}")
-    require(cfg["kd"]["temperature"] > 0, "kd.temperature must be > 0")
+    check_number(cfg, "kd.temperature")
     hybrid = cfg["kd"]["preset"] == "hybrid"
     require(not hybrid or bool(cfg["teacher2"]),
             "the hybrid preset needs a second teacher: set `teacher2`")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from kdlic.utils.device import parse_device
+
 TARGETS = ("y_hat", "z_hat", "x_hat")
 
 
@@ -23,9 +25,9 @@ class FrozenTeacher:
     """
 
     def __init__(self, model: nn.Module, device: str | torch.device, bf16: bool = False) -> None:
-        self.model = model.to(device).eval().requires_grad_(False)
+        self.device = parse_device(device)
+        self.model = model.to(self.device).eval().requires_grad_(False)
         self.model.autocast_dtype = torch.bfloat16 if bf16 else None
-        self.device = torch.device(device)
 
     def __call__(self, x: Tensor, needed: set[str], out_device: torch.device) -> dict[str, Tensor]:
         """Teacher outputs for images ``x`` (B, 3, H, W): a dict of the ``needed`` TARGETS."""

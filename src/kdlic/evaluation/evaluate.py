@@ -21,8 +21,8 @@ from torch import nn
 from tqdm import tqdm
 
 from kdlic.codec import Codec
-from kdlic.codec.codec import open_image, split_channels
 from kdlic.codec.format import padded_size
+from kdlic.data.images import open_image, split_channels
 from kdlic.evaluation.metrics import msssim, psnr
 from kdlic.models import load_model
 from kdlic.training.losses import bpp
@@ -40,7 +40,7 @@ def estimated_bpp(model: nn.Module, rgb: np.ndarray) -> float:
 
 
 def evaluate_image(codec: Codec, path: Path) -> dict[str, Any]:
-    """Compress and decompress one image; its metrics and the decoded RGB array."""
+    """Compress and decompress one image; its metrics (bpp from the file size)."""
     _, rgb, _ = split_channels(open_image(path))
     t0 = time.perf_counter()
     data = codec.encode(rgb)

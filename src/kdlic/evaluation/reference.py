@@ -1,4 +1,4 @@
-"""Published reference curves (Kodak, 24 images), as quoted in docs/method.md."""
+"""Published reference curves (Kodak, 24 images), as quoted in ../shared/docs/method.md."""
 
 from __future__ import annotations
 

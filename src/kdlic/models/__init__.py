@@ -6,7 +6,7 @@ A *model spec* names a model wherever the CLI takes one:
 * a zoo name shipped with kdlic (``kdlic zoo list``);
 * a CompressAI pre-trained model, ``compressai:<architecture>:<quality>``
   (e.g. ``compressai:bmshj2018-hyperprior:5``), read from the torch hub cache
-  or from ``weights=FILE``.
+  or from a local file named as ``compressai:<architecture>:<quality>:<file>``.
 """
 
 from kdlic.models.hyperprior import ScaleHyperprior

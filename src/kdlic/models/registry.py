@@ -83,9 +83,12 @@ def _compressai_model(spec: str) -> nn.Module:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as exc:  # any unreadable file: report it, never a traceback
         raise KdlicError(f"cannot read weights {weights}: {type(exc).__name__}") from exc
-    state = load_pretrained(state)
-    N = state["g_a.0.weight"].size(0)
-    M = state["g_a.6.weight"].size(0)
+    try:
+        state = load_pretrained(state)
+        N = state["g_a.0.weight"].size(0)
+        M = state["g_a.6.weight"].size(0)
+    except (KeyError, AttributeError, TypeError):
+        raise KdlicError(f"{weights} does not hold {name} weights") from None
     model = model_from_state(COMPRESSAI_ARCHITECTURES[name], {"N": N, "M": M}, state, str(weights))
     model.meta = {"source": spec, "lmbda": _compressai_lambda(int(quality))}
     return model

@@ -229,9 +229,9 @@ def load_inputs(paths: list[str | Path]) -> Inputs:
 
 
 def published_curve() -> Curve:
-    """CompressAI's published bmshj2018-hyperprior Kodak curve (docs/method.md)."""
+    """CompressAI's published bmshj2018-hyperprior Kodak curve (../shared/docs/method.md)."""
     from kdlic.evaluation.reference import COMPRESSAI_HYPERPRIOR as ref
 
-    return Curve(ref["name"], "published", "docs/method.md", list(ref["bpp"]),
+    return Curve(ref["name"], "published", "../shared/docs/method.md", list(ref["bpp"]),
                  list(ref["psnr-rgb"]), [None] * len(ref["bpp"]),
                  [f"q{q}" for q in ref["quality"]])

@@ -131,28 +131,37 @@ def require(cond: bool, message: str) -> None:
         raise KdlicError(message)
 
 
+def check_number(cfg: dict[str, Any], path: str, integer: bool = False, zero_ok: bool = False,
+                 none_ok: bool = False) -> None:
+    """Require the config value at ``path`` (dotted) to be a positive (or >= 0) number."""
+    node: Any = cfg
+    for part in path.split("."):
+        node = node[part]
+    if node is None and none_ok:
+        return
+    ok = isinstance(node, int if integer else (int, float)) and not isinstance(node, bool)
+    kind = "integer" if integer else "number"
+    require(ok and (node >= 0 if zero_ok else node > 0),
+            f"{path} must be a {'non-negative' if zero_ok else 'positive'} {kind}, got {node!r}")
+
+
 def check_train_config(cfg: dict[str, Any]) -> None:
     """Reject values that would fail (or silently misbehave) later in the run."""
-
-    def positive(path: str, integer: bool = False, allow_none: bool = False) -> None:
-        node: Any = cfg
-        for part in path.split("."):
-            node = node[part]
-        if node is None and allow_none:
-            return
-        ok = isinstance(node, int if integer else (int, float)) and not isinstance(node, bool)
-        require(ok and node > 0, f"{path} must be a positive {'integer' if integer else 'number'}, "
-                f"got {node!r}")
-
-    positive("lmbda")
+    require(isinstance(cfg["run_dir"], str) and bool(cfg["run_dir"]), "run_dir must be a path")
+    require(isinstance(cfg["data"]["train"], str) and bool(cfg["data"]["train"]),
+            "data.train must be a path")
+    check_number(cfg, "lmbda")
     for key in ("batch_size", "crop", "val_crop"):
-        positive(f"data.{key}", integer=True)
-    require(cfg["data"]["val_count"] >= 0, "data.val_count must be >= 0")
+        check_number(cfg, f"data.{key}", integer=True)
+    for key in ("val_count", "workers"):
+        check_number(cfg, f"data.{key}", integer=True, zero_ok=True)
+    check_number(cfg, "data.cache_mb", zero_ok=True)
     for key in ("lr", "aux_lr", "clip_grad", "plateau_factor"):
-        positive(f"optim.{key}")
-    positive("schedule.steps", integer=True)
-    positive("schedule.val_every", integer=True)
-    positive("schedule.log_every", integer=True)
-    positive("schedule.checkpoint_minutes")
-    positive("schedule.minutes", allow_none=True)
-    positive("runtime.threads", integer=True, allow_none=True)
+        check_number(cfg, f"optim.{key}")
+    check_number(cfg, "optim.plateau_patience", integer=True, zero_ok=True)
+    check_number(cfg, "optim.min_lr", zero_ok=True)
+    for key in ("steps", "val_every", "log_every"):
+        check_number(cfg, f"schedule.{key}", integer=True)
+    check_number(cfg, "schedule.checkpoint_minutes")
+    check_number(cfg, "schedule.minutes", none_ok=True)
+    check_number(cfg, "runtime.threads", integer=True, none_ok=True)

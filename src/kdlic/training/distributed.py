@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from kdlic.utils.device import parse_device
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -39,9 +41,10 @@ def init_distributed(device: str) -> Dist:
 
 def resolve_device(device: str, ddp: Dist) -> torch.device:
     """``cuda`` under torchrun means this process's GPU (``cuda:LOCAL_RANK``)."""
+    parsed = parse_device(device)
     if device == "cuda" and ddp.enabled:
         return torch.device("cuda", ddp.local_rank)
-    return torch.device(device)
+    return parsed
 
 
 def all_reduce_mean(tensors: list[torch.Tensor], ddp: Dist) -> None:

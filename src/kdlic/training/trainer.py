@@ -33,6 +33,8 @@ from kdlic.models import build_model
 from kdlic.training.distributed import Dist, all_reduce_mean, init_distributed, resolve_device
 from kdlic.training.losses import Objective, psnr_from_mse
 from kdlic.utils.checkpoint import read_checkpoint, save_checkpoint
+from kdlic.utils.device import parse_device
+from kdlic.utils.files import atomic_write, jsonable
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +105,16 @@ class Trainer:
         self.kind = kind
         self.wrap_source = wrap_source
         rt = cfg["runtime"]
+        parse_device(rt["device"])  # a bad name is a one-line error, before any set-up
         self.ddp: Dist = init_distributed(rt["device"])
         self.device = resolve_device(rt["device"], self.ddp)
         if rt["threads"]:
             torch.set_num_threads(rt["threads"])
         torch.manual_seed(rt["seed"] + self.ddp.rank)
         self.run_dir = Path(cfg["run_dir"]).expanduser()
+        if not resume and (self.run_dir / "last.pt").exists():
+            raise KdlicError(f"{self.run_dir} already holds a run (last.pt): continue it "
+                             "with --resume, or choose another --run-dir")
         self.model = model.to(self.device)
         if rt["channels_last"]:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -162,6 +168,8 @@ class Trainer:
             "aux_optimizer": self.aux_optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device)
+            if self.device.type == "cuda" else None,
         }
 
     def save(self, name: str) -> None:
@@ -184,6 +192,8 @@ class Trainer:
         self.aux_optimizer.load_state_dict(st["aux_optimizer"])
         self.scheduler.load_state_dict(st["scheduler"])
         torch.set_rng_state(st["torch_rng"])
+        if self.device.type == "cuda" and st.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(st["cuda_rng"], self.device)
         self.step, self.best_rd = st["step"], st["best_rd"]
         self.elapsed_s, self.last_val = st["elapsed_s"], st["last_val"]
         log.info("resumed %s at step %d", path, self.step)
@@ -193,20 +203,21 @@ class Trainer:
         if not self.ddp.is_main:
             return
         with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(jsonable(record)) + "\n")
 
     def _prepare_run_dir(self) -> None:
         if not self.ddp.is_main:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.cfg, sort_keys=False))
+        atomic_write(self.run_dir / "config.yaml",
+                     lambda f: yaml.safe_dump(self.cfg, f, sort_keys=False), mode="w")
         log_path = self.run_dir / "metrics.jsonl"
         if log_path.exists():
             # Drop records past the resumed step (they will be redone) and a last line
             # cut short by a kill.
             kept = [line for line in log_path.read_text().splitlines()
                     if _log_step(line) is not None and _log_step(line) <= self.step]
-            log_path.write_text("".join(line + "\n" for line in kept))
+            atomic_write(log_path, lambda f: f.writelines(line + "\n" for line in kept), "w")
 
     # -- the loop ----------------------------------------------------------------------
     def train_step(self, batch: dict[str, Tensor]) -> dict[str, float]:

@@ -1,1 +1,1 @@
-"""Small shared utilities: checkpoints, files, devices."""
+"""Small shared utilities: checkpoints, atomic files, device names."""
