@@ -102,7 +102,7 @@ def pillow_at_bpp(rgb: np.ndarray, fmt: str, target_bpp: float, repeat: int) -> 
 @torch.no_grad()
 def compressai_decode(model: torch.nn.Module, rgb: np.ndarray, repeat: int) -> dict:
     """Plain CompressAI (model.compress / the steps of model.decompress), timed by stage."""
-    from kdlic.codec.format import padded_size
+    from kdlic.data.images import padded_size
 
     h, w = rgb.shape[:2]
     x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255

@@ -339,7 +339,7 @@ def test_escape_reader_counts():
 
 
 def latents(codec: Codec, rgb: np.ndarray) -> torch.Tensor:
-    from kdlic.codec.format import padded_size
+    from kdlic.data.images import padded_size
 
     h, w = rgb.shape[:2]
     x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255

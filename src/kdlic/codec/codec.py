@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
@@ -41,12 +40,12 @@ from kdlic.codec.format import (
     Header,
     mask_bytes,
     pack,
-    padded_size,
     unpack,
 )
 from kdlic.codec.synthesis import Synthesis, one_thread
 from kdlic.codec.tables import SCALE_TABLE, bottleneck_tables, gaussian_tables
 from kdlic.data.images import open_image, split_channels
+from kdlic.data.sampling import padded_input
 from kdlic.errors import KdlicError
 from kdlic.utils.device import parse_device
 
@@ -155,11 +154,7 @@ class Codec:
                              f"(at most {MAX_SIDE} per side and {MAX_PIXELS} pixels)")
         self.timings = {}
         t = self.clock()
-        x = torch.from_numpy(np.array(rgb)).to(self.device).permute(2, 0, 1)[None].float()
-        x = x.div_(255)
-        # Replicate padding: flat borders cost fewer bits than zeros.
-        x = F.pad(x, (0, padded_size(width) - width, 0, padded_size(height) - height),
-                  mode="replicate")
+        x = padded_input(rgb).to(self.device)
         m = self.model
         y = m.g_a(x)
         z = m.h_a(torch.abs(y))

@@ -33,6 +33,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
+from kdlic.data.images import padded_size
 from kdlic.errors import KdlicError
 
 MAGIC = b"KDLC"
@@ -47,11 +48,6 @@ _PREFIX = struct.Struct("<4sBB8sB")  # magic, version, mode, model id, name leng
 _SIZES = struct.Struct("<IIHHHHB")  # width, height, M, C, z height, z width, streams
 _CRC = struct.Struct("<I")
 STREAM_NAMES = ("z", "y", "escapes", "alpha")
-
-
-def padded_size(side: int) -> int:
-    """Image side padded to the model's 64-pixel grid."""
-    return (side + 63) // 64 * 64
 
 
 @dataclass(frozen=True)

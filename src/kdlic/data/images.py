@@ -21,6 +21,11 @@ VIMEO_LISTS = {
 }
 
 
+def padded_size(side: int) -> int:
+    """An image side padded up to the models' 64-pixel grid (two 1/4 and four 1/2 stages)."""
+    return (side + 63) // 64 * 64
+
+
 def open_image(source: str | Path | Image.Image | np.ndarray) -> Image.Image:
     """A PIL image from a path, a PIL image or an (H, W[, C]) uint8 array, upright."""
     if isinstance(source, np.ndarray):

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
-from kdlic.data.images import load_rgb
+from kdlic.data.images import load_rgb, padded_size
 from kdlic.errors import KdlicError
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,17 @@ class CropSource:
 def to_tensor(img: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 -> (3, H, W) float32 in [0, 1]."""
     return torch.from_numpy(np.array(img)).permute(2, 0, 1).float().div_(255.0)
+
+
+def padded_input(img: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (1, 3, H', W') in [0, 1], H' and W' padded up to multiples of 64.
+
+    Replicate padding: flat borders cost fewer bits than zeros. Crop back with
+    ``[..., :H, :W]``.
+    """
+    h, w = img.shape[:2]
+    x = to_tensor(img)[None]
+    return F.pad(x, (0, padded_size(w) - w, 0, padded_size(h) - h), mode="replicate")
 
 
 class StepBatches(torch.utils.data.Dataset):

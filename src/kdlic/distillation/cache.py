@@ -23,13 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
 from kdlic.codec.codec import model_id
-from kdlic.codec.format import padded_size
-from kdlic.data.sampling import CropSource, to_tensor
+from kdlic.data.sampling import CropSource, padded_input, to_tensor
 from kdlic.distillation.teacher import FrozenTeacher
 from kdlic.errors import KdlicError
 from kdlic.utils.files import atomic_open
@@ -42,9 +40,7 @@ Needs = list[tuple[FrozenTeacher, set[str]]]
 
 def _teacher_outputs(teacher: FrozenTeacher, img: np.ndarray, needed: set[str]) -> dict:
     h, w = img.shape[:2]
-    x = to_tensor(img)[None]
-    x = F.pad(x, (0, padded_size(w) - w, 0, padded_size(h) - h), mode="replicate")
-    out = teacher(x, needed, torch.device("cpu"))
+    out = teacher(padded_input(img), needed, torch.device("cpu"))
     packed: dict[str, Tensor] = {}
     if "y_hat" in out:
         packed["y_hat"] = out["y_hat"][0].round().to(torch.int16)

@@ -16,13 +16,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 from kdlic.codec import Codec
-from kdlic.codec.format import padded_size
 from kdlic.data.images import open_image, split_channels
+from kdlic.data.sampling import padded_input
 from kdlic.evaluation.metrics import msssim, psnr
 from kdlic.models import load_model
 from kdlic.training.losses import bpp
@@ -34,8 +33,7 @@ METRICS = ("psnr-rgb", "ms-ssim-rgb", "bpp", "bpp_estimated", "encoding_time", "
 def estimated_bpp(model: nn.Module, rgb: np.ndarray) -> float:
     """Rate from the model's likelihoods (eval mode), bits per original pixel."""
     h, w = rgb.shape[:2]
-    x = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].float().div_(255)
-    x = F.pad(x, (0, padded_size(w) - w, 0, padded_size(h) - h), mode="replicate")
+    x = padded_input(rgb)
     return float(bpp(model(x.to(next(model.parameters()).device))["likelihoods"], h * w))
 
 

@@ -59,6 +59,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
+from kdlic.data.images import padded_size
 from kdlic.errors import KdlicError
 
 NOT_METERED = "not metered"
@@ -469,10 +470,6 @@ def load_frame(image: str | Path | None, size: tuple[int, int] = (512, 768),
     return frame, f"random smooth {w}x{h} frame (seed {seed})"
 
 
-def _padded(n: int) -> int:
-    return -(-n // 64) * 64
-
-
 # ---------------------------------------------------------------------------- profile
 
 
@@ -553,7 +550,7 @@ def profile_model(
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise KdlicError(f"device {device} requested but CUDA is not available")
     rgb, image_desc = load_frame(image, size)
-    frame = (_padded(rgb.shape[0]), _padded(rgb.shape[1]))
+    frame = (padded_size(rgb.shape[0]), padded_size(rgb.shape[1]))
 
     with torch_threads(threads) as used_threads:
         codec = Codec(model, dev)  # moves to device, eval(), builds the CDF tables
