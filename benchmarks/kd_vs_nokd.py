@@ -82,11 +82,16 @@ def main() -> int:
     for n in map(int, args.sizes.split(",")):
         kd, base = curves[(n, "L1")], curves[(n, "none")]
         ref = (base["bpp"], base["psnr-rgb"], kd["bpp"], kd["psnr-rgb"])
-        try:
-            print(f"| {n} | {bd_rate(*ref):+.2f} % | {bd_psnr(*ref):+.3f} dB |")
-        except KdlicError as exc:
-            print(f"| {n} | n/a ({exc}) | |")
+        print(f"| {n} | {_bd(bd_rate, ref, '%')} | {_bd(bd_psnr, ref, 'dB')} |")
     return 0
+
+
+def _bd(metric, curves: tuple, unit: str) -> str:
+    """A Bjontegaard delta as text; n/a with the reason when the curves don't allow one."""
+    try:
+        return f"{metric(*curves):+.2f} {unit}"
+    except KdlicError as exc:
+        return f"n/a ({exc})"
 
 
 if __name__ == "__main__":
