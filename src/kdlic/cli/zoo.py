@@ -24,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("checkpoint")
     export.add_argument("name")
     export.add_argument("--images", default="../shared/data/kodak")
+    export.add_argument("--teacher", help="record this (zoo) name as the student's teacher")
     p.set_defaults(func=run)
 
 
@@ -32,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
         from kdlic.data.images import find_images
         from kdlic.zoo.export import export_to_zoo
 
-        kodak = export_to_zoo(args.checkpoint, args.name, find_images(args.images, "test"))
+        kodak = export_to_zoo(args.checkpoint, args.name, find_images(args.images, "test"),
+                              teacher=args.teacher)
         print(f"{args.name}: Kodak bpp {kodak['bpp']:.4f}, PSNR {kodak['psnr-rgb']:.2f} dB "
               f"(fp32: {kodak['fp32_bpp']:.4f}, {kodak['fp32_psnr-rgb']:.2f} dB)")
         return 0

@@ -18,16 +18,19 @@ MAX_PSNR_DRIFT_DB = 0.05
 MAX_BPP_DRIFT = 0.01  # relative
 
 
-def export_to_zoo(source: str, name: str, images: Sequence[Path],
+def export_to_zoo(source: str, name: str, images: Sequence[Path], teacher: str | None = None,
                   progress: bool = True) -> dict[str, Any]:
     """Write ``source`` (a checkpoint) as zoo model ``name`` with fp16 weights.
 
     Both the fp32 original and the fp16 copy are evaluated on ``images`` with real
     bitstreams; the export is refused if fp16 moves PSNR or bpp beyond the tolerances
-    above. The fp16 figures are stored in ``meta["kodak"]``.
+    above. The fp16 figures are stored in ``meta["kodak"]``. ``teacher`` replaces the
+    teacher recorded in the config (e.g. a local path by the teacher's zoo name).
     """
     model = load_model(source)
     meta = dict(model.meta)
+    if teacher is not None:
+        meta["config"] = {**meta.get("config", {}), "teacher": teacher}
     with tempfile.TemporaryDirectory() as tmp:
         half = Path(tmp) / f"{name}.pt"
         save_checkpoint(half, model, meta, half=True)
