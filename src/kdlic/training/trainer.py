@@ -278,7 +278,9 @@ class Trainer:
             generator=torch.Generator(),
         )
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        bar = tqdm(total=sched["steps"], initial=self.step, disable=not (
+        # Under a time budget the step count is a cap, not a forecast: no misleading ETA.
+        bar = tqdm(total=sched["steps"] if sched["minutes"] is None else None,
+                   initial=self.step, disable=not (
             self.ddp.is_main and self.cfg["runtime"]["progress"]), dynamic_ncols=True,
             desc=self.kind)
         window: dict[str, float] = defaultdict(float)
