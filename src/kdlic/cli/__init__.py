@@ -19,8 +19,8 @@ from kdlic.errors import KdlicError
 warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
 
 # Order here is the order in `kdlic --help`.
-SUBCOMMANDS = ["train", "distill", "evaluate", "baselines", "bdrate", "zoo", "demo",
-               "profile", "report", "compress", "decompress"]
+SUBCOMMANDS = ["train", "distill", "evaluate", "compress", "decompress", "baselines",
+               "bdrate", "profile", "report", "zoo", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:
