@@ -70,19 +70,17 @@ def main() -> int:
 
     print(f"\nteacher {args.teacher}; {args.steps} steps, batch {args.batch_size} x "
           f"{args.crop}px, seed {args.seed}; Kodak ({len(kodak)} images), real bitstreams")
-    print("| N | lambda | L1 bpp | L1 PSNR | none bpp | none PSNR |")
-    print("|---|---|---|---|---|---|")
+    points = ["| N | lambda | L1 bpp | L1 PSNR | none bpp | none PSNR |",
+              "|---|---|---|---|---|---|"]
+    deltas = ["| N | BD-rate KD vs no-KD | BD-PSNR KD vs no-KD |", "|---|---|---|"]
     for n in map(int, args.sizes.split(",")):
         kd, base = curves[(n, "L1")], curves[(n, "none")]
         for i, lmbda in enumerate(lambdas):
-            print(f"| {n} | {lmbda} | {kd['bpp'][i]:.4f} | {kd['psnr-rgb'][i]:.2f} | "
-                  f"{base['bpp'][i]:.4f} | {base['psnr-rgb'][i]:.2f} |")
-    print("\n| N | BD-rate KD vs no-KD | BD-PSNR KD vs no-KD |")
-    print("|---|---|---|")
-    for n in map(int, args.sizes.split(",")):
-        kd, base = curves[(n, "L1")], curves[(n, "none")]
+            points.append(f"| {n} | {lmbda} | {kd['bpp'][i]:.4f} | {kd['psnr-rgb'][i]:.2f} | "
+                          f"{base['bpp'][i]:.4f} | {base['psnr-rgb'][i]:.2f} |")
         ref = (base["bpp"], base["psnr-rgb"], kd["bpp"], kd["psnr-rgb"])
-        print(f"| {n} | {_bd(bd_rate, ref, '%')} | {_bd(bd_psnr, ref, 'dB')} |")
+        deltas.append(f"| {n} | {_bd(bd_rate, ref, '%')} | {_bd(bd_psnr, ref, 'dB')} |")
+    print("\n".join(points) + "\n\n" + "\n".join(deltas))
     return 0
 
 
