@@ -96,3 +96,18 @@ def test_resume_without_checkpoint(kdlic, image_dir, tmp_path):
     proc = kdlic("train", "--N", 8, "--M", 16, "--data", image_dir, "--run-dir", tmp_path,
                  "--resume")
     assert_clean_error(proc, "checkpoint not found")
+
+
+@pytest.mark.parametrize("device", ["foo", "cuda:7" if torch.cuda.is_available() else "cuda"])
+def test_bad_device_is_a_one_line_error(kdlic, ckpt, image_dir, device):
+    assert_clean_error(kdlic("evaluate", ckpt, "-i", image_dir, "--device", device), "device")
+
+
+def test_a_run_is_never_overwritten_without_resume(kdlic, image_dir, tmp_path):
+    args = ["train", "--N", 8, "--M", 16, "--data", image_dir, "--run-dir", tmp_path,
+            "--crop", 64, "--batch-size", 2, "--steps", 1, "--val-every", 1,
+            "--set", "data.val_count=2", "--set", "data.val_crop=64", "--no-progress"]
+    assert kdlic(*args).returncode == 0
+    before = (tmp_path / "last.pt").read_bytes()
+    assert_clean_error(kdlic(*args), "already holds a run")
+    assert (tmp_path / "last.pt").read_bytes() == before
