@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from kdlic.data.images import load_rgb
 from kdlic.errors import KdlicError
-from kdlic.evaluation.metrics import msssim, psnr
+from kdlic.evaluation.metrics import mean_of_measured, msssim, psnr
 from kdlic.utils.files import write_json
 
 METRICS = ("psnr-rgb", "ms-ssim-rgb", "bpp", "encoding_time", "decoding_time")
@@ -167,13 +167,6 @@ def measure(image: np.ndarray, codec: Codec, value: float) -> dict[str, float | 
     }
 
 
-def mean_or_none(values: Sequence[float | None]) -> float | None:
-    """Mean of ``values`` (``inf`` if any is ``inf``); None if any value is None."""
-    if any(v is None for v in values):
-        return None
-    return float(np.mean(values))
-
-
 def parse_qualities(specs: Iterable[str]) -> dict[str, list[float]]:
     """Parse ``CODEC=V1,V2,...`` strings into ``{codec: [values]}`` (integers kept as int)."""
     qualities: dict[str, list[float]] = {}
@@ -237,7 +230,7 @@ def sweep(
                 bar.update()
             results["quality"].append(value)
             for metric in METRICS:
-                results[metric].append(mean_or_none([p[metric] for p in points]))
+                results[metric].append(mean_of_measured([p[metric] for p in points]))
             on_setting(doc)
     return doc
 

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from kdlic.codec import Codec
 from kdlic.data.images import open_image, split_channels
 from kdlic.data.sampling import padded_input
-from kdlic.evaluation.metrics import msssim, psnr
+from kdlic.evaluation.metrics import mean_of_measured, msssim, psnr
 from kdlic.models import load_model
 from kdlic.training.losses import bpp
 
@@ -62,11 +62,7 @@ def evaluate_image(codec: Codec, path: Path) -> dict[str, Any]:
 
 def mean_metrics(per_image: Sequence[dict[str, Any]]) -> dict[str, float | None]:
     """Mean of each metric over images (None where a metric was not measurable)."""
-    out: dict[str, float | None] = {}
-    for key in METRICS:
-        values = [r[key] for r in per_image if r[key] is not None]
-        out[key] = float(np.mean(values)) if values else None
-    return out
+    return {key: mean_of_measured([r[key] for r in per_image]) for key in METRICS}
 
 
 def model_summary(model: nn.Module, spec: str) -> dict[str, Any]:

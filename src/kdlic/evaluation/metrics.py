@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -16,6 +17,16 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR in dB between two uint8 images (peak 255); ``inf`` when identical."""
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def mean_of_measured(values: Sequence[float | None]) -> float | None:
+    """Mean over the values that could be measured (not None), None if none could.
+
+    One rule for every mean we report: an image too small for MS-SSIM is left out of
+    the MS-SSIM mean rather than voiding it. ``inf`` (lossless PSNR) propagates.
+    """
+    measured = [v for v in values if v is not None]
+    return float(np.mean(measured)) if measured else None
 
 
 def msssim(a: np.ndarray, b: np.ndarray) -> float | None:
