@@ -6,10 +6,10 @@ conversions), the fixed-point hyper-synthesis with table selection, and the synt
 transform; then JPEG and WebP at the quality whose bpp is closest to the model's,
 with their encode and decode times.
 
-    python benchmarks/codec_speed.py --models /path/teacher.pt random:16 random:32 \\
+    python benchmarks/codec_speed.py --models /path/teacher.pt random:16,192 random:32,192 \\
         --images ../shared/data/kodak/kodim14.png --compressai --hs-cost
 
-``random:N[:M]`` is a random-init scale hyperprior (M defaults to 192): its latents are
+``random:N,M`` is a random-init scale hyperprior (any command takes it): its latents are
 all zero (a random g_a outputs |y| < 0.5), so only the transforms cost anything.
 ``--compressai`` adds plain CompressAI decoding (``model.decompress``, the "before").
 ``--hs-cost`` codes y with tables picked by the float h_s too, to show what the exact
@@ -39,7 +39,7 @@ warnings.filterwarnings("ignore", category=UserWarning)
 from kdlic.codec import Codec, rans  # noqa: E402
 from kdlic.codec.format import unpack  # noqa: E402
 from kdlic.data.images import find_images, load_rgb  # noqa: E402
-from kdlic.models import build_model, load_model  # noqa: E402
+from kdlic.models import load_model  # noqa: E402
 
 CLOCK = time.perf_counter
 
@@ -54,18 +54,6 @@ def best_of(repeat: int, fn):
         if dt < best:
             best, result = dt, out
     return best, result
-
-
-def get_model(spec: str) -> torch.nn.Module:
-    if spec.startswith("random:"):
-        parts = spec.split(":")
-        n = int(parts[1])
-        m = int(parts[2]) if len(parts) > 2 else 192
-        torch.manual_seed(0)
-        model = build_model("scale-hyperprior", n, m).eval()
-        model.source = spec
-        return model
-    return load_model(spec)
 
 
 def pillow_at_bpp(rgb: np.ndarray, fmt: str, target_bpp: float, repeat: int) -> dict:
@@ -152,8 +140,8 @@ def float_hs_bytes(codec: Codec, data: bytes) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", nargs="+", default=["random:16", "random:32", "random:64",
-                                                   "random:128"])
+    p.add_argument("--models", nargs="+", default=["random:16,192", "random:32,192",
+                                                   "random:64,192", "random:128,192"])
     p.add_argument("--images", default="../shared/data/kodak/kodim14.png",
                    help="an image or a folder (all Kodak: ../shared/data/kodak)")
     p.add_argument("--limit", type=int, help="at most this many images")
@@ -184,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         head += f" | {'JPEG bpp':>8} {'enc':>5} {'dec':>5} | {'WebP bpp':>8} {'enc':>5} {'dec':>5}"
     print(head)
     for spec in args.models:
-        model = get_model(spec)
+        model = load_model(spec)
         codec = Codec(model, args.device)
         codec.clock = CLOCK
         name = Path(spec).stem if not spec.startswith("random:") else spec

@@ -19,7 +19,6 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from PIL import Image
 from tqdm import tqdm
 
@@ -27,6 +26,7 @@ from kdlic.cli.common import quiet_logging
 from kdlic.data.images import IMAGE_EXTENSIONS
 from kdlic.errors import KdlicError
 from kdlic.utils.files import atomic_open
+from kdlic.utils.threads import torch_threads
 
 STDIO = "-"
 
@@ -180,10 +180,9 @@ def _run_jobs(jobs: list[Job], work: Callable[[Job], int], args: argparse.Namesp
     bar = tqdm(total=len(jobs), unit="file", desc=verb, leave=False,
                disable=True if args.no_progress or len(jobs) < 2 else None)  # None: tty only
     total = 0
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # each image on one thread: outputs independent of --threads
+    # Each image on one thread: outputs independent of --threads.
     try:
-        with ThreadPoolExecutor(max_workers=args.threads) as pool:
+        with torch_threads(1), ThreadPoolExecutor(max_workers=args.threads) as pool:
             pending = {pool.submit(work, job) for job in jobs}
             while pending:
                 done, pending = wait(pending, return_when=FIRST_EXCEPTION)
@@ -196,7 +195,6 @@ def _run_jobs(jobs: list[Job], work: Callable[[Job], int], args: argparse.Namesp
                     bar.update(1)
     finally:
         bar.close()
-        torch.set_num_threads(threads)
     if len(jobs) > 1 or jobs[0].target is not None:
         where = jobs[0].target if len(jobs) == 1 else f"{len(jobs)} files"
         print(f"{verb}: {where} ({total} bytes written)", file=sys.stderr)

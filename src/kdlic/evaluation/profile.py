@@ -61,6 +61,8 @@ from tqdm import tqdm
 
 from kdlic.data.images import padded_size
 from kdlic.errors import KdlicError
+from kdlic.models import load_model
+from kdlic.utils.threads import torch_threads
 
 NOT_METERED = "not metered"
 MIB = 2**20
@@ -212,18 +214,6 @@ def summarize(times: Sequence[float]) -> dict[str, float | int]:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None):
-    """Run with ``torch.set_num_threads(threads)``, restoring the previous count after."""
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(before)
 
 
 def measure_matmul_peak(
@@ -675,37 +665,6 @@ def profile_model(
 # ---------------------------------------------------------------------------- many models
 
 
-def random_model(spec: str) -> nn.Module:
-    """``random:N=128,M=192[,Z=...]`` (or ``random:128,192``): a random-init scale hyperprior."""
-    from kdlic.models import build_model
-
-    body = spec.split(":", 1)[1]
-    values: dict[str, int] = {}
-    try:
-        for i, item in enumerate(filter(None, body.split(","))):
-            key, sep, value = item.partition("=")
-            key = key.strip().upper() if sep else ("N", "M", "Z")[i]
-            values[key] = int(value if sep else item)
-    except (ValueError, IndexError):
-        raise KdlicError(f"bad model {spec!r}: expected random:N=128,M=192[,Z=128]") from None
-    if not {"N", "M"} <= set(values) or set(values) - {"N", "M", "Z"}:
-        raise KdlicError(f"bad model {spec!r}: expected random:N=128,M=192[,Z=128]")
-    torch.manual_seed(0)
-    model = build_model("scale-hyperprior", values["N"], values["M"], values.get("Z"))
-    model.meta = {"source": spec, "note": "random initialisation"}
-    model.source = spec
-    return model.eval()
-
-
-def load_for_profile(spec: str) -> nn.Module:
-    """A model spec as ``kdlic.models.load_model`` takes it, or ``random:N=..,M=..``."""
-    if str(spec).startswith("random:"):
-        return random_model(str(spec))
-    from kdlic.models import load_model
-
-    return load_model(spec)
-
-
 def profile_models(
     specs: Sequence[str],
     output: str | Path | None = None,
@@ -735,7 +694,7 @@ def profile_models(
         raise KdlicError(f"bad device {device!r}: {exc}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise KdlicError(f"device {device} requested but CUDA is not available")
-    models = [load_for_profile(s) for s in specs]  # fail early on a bad spec
+    models = [load_model(s) for s in specs]  # fail early on a bad spec
     with torch_threads(threads) as used:
         threads = used
     doc: dict[str, Any] = {

@@ -99,13 +99,37 @@ def _compressai_lambda(quality: int) -> float:
             8: 0.1800}[quality]
 
 
+def _random_model(spec: str) -> nn.Module:
+    """``random:N=128,M=192[,Z=...]`` (or ``random:128,192``): a random-init scale hyperprior."""
+    body = spec.split(":", 1)[1]
+    values: dict[str, int] = {}
+    try:
+        for i, item in enumerate(filter(None, body.split(","))):
+            key, sep, value = item.partition("=")
+            key = key.strip().upper() if sep else ("N", "M", "Z")[i]
+            values[key] = int(value if sep else item)
+    except (ValueError, IndexError):
+        raise KdlicError(f"bad model {spec!r}: expected random:N=128,M=192[,Z=128]") from None
+    if not {"N", "M"} <= set(values) or set(values) - {"N", "M", "Z"}:
+        raise KdlicError(f"bad model {spec!r}: expected random:N=128,M=192[,Z=128]")
+    torch.manual_seed(0)
+    model = build_model("scale-hyperprior", values["N"], values["M"], values.get("Z"))
+    model.meta = {"source": spec, "note": "random initialisation"}
+    model.source = spec
+    return model.eval()
+
+
+
 def load_model(spec: str | Path) -> nn.Module:
-    """Load a model by spec (checkpoint path, zoo name or ``compressai:...``), in eval mode.
+    """Load a model by spec (checkpoint path, zoo name, ``compressai:...`` or, for sizes
+    and timings, ``random:N=..,M=..``), in eval mode.
 
     The returned model carries ``model.meta`` (lambda, steps, config, metrics) and
     ``model.source`` (what it was loaded from).
     """
     spec = str(spec)
+    if spec.startswith("random:"):
+        return _random_model(spec)
     if spec.startswith("compressai:"):
         model = _compressai_model(spec)
         model.source = spec
