@@ -61,7 +61,7 @@ from tqdm import tqdm
 
 from kdlic.data.images import padded_size
 from kdlic.errors import KdlicError
-from kdlic.models import load_model
+from kdlic.models import display_name, load_model
 from kdlic.utils.threads import torch_threads
 
 NOT_METERED = "not metered"
@@ -72,7 +72,6 @@ DECODER_PARTS = ("h_s", "g_s", "entropy_bottleneck", "gaussian_conditional")
 TRANSFORMS = ("g_a", "h_a", "h_s", "g_s")
 ENCODER_TRANSFORMS = ("g_a", "h_a", "h_s")
 DECODER_TRANSFORMS = ("h_s", "g_s")
-GENERIC_STEMS = {"best", "last", "model", "checkpoint", "final", "weights"}
 DEFAULT_IMAGE = Path("../shared/data/kodak/kodim14.png")
 
 METHODS = {
@@ -95,22 +94,6 @@ METHODS = {
 
 
 # ---------------------------------------------------------------------------- naming
-
-
-def model_name(spec: str) -> str:
-    """A short display name for a model spec (used by ``kdlic profile`` and ``report``).
-
-    ``runs/s16/best.pt`` -> ``s16``; ``teacher.pt`` -> ``teacher``; other specs as given.
-    """
-    spec = str(spec)
-    if spec.startswith(("compressai:", "random:")):
-        return spec
-    path = Path(spec)
-    if path.suffix in (".pt", ".pth", ".ckpt", ".tar"):
-        if path.stem in GENERIC_STEMS and path.parent.name:
-            return path.parent.name
-        return path.stem
-    return spec
 
 
 # ---------------------------------------------------------------------------- sizes
@@ -635,7 +618,7 @@ def profile_model(
     spec = str(getattr(model, "source", "") or "")
     meta = getattr(model, "meta", {}) or {}
     return {
-        "name": model_name(spec) if spec else model.__class__.__name__,
+        "name": display_name(spec) if spec else model.__class__.__name__,
         "model": spec,
         "arch": getattr(model, "arch", model.__class__.__name__),
         "arch_args": dict(getattr(model, "arch_args", {})),
@@ -717,10 +700,10 @@ def profile_models(
     bar = tqdm(zip(specs, models, strict=True), total=len(specs), desc="profile",
                unit="model", disable=not progress)
     for spec, model in bar:
-        bar.set_postfix_str(model_name(spec))
+        bar.set_postfix_str(display_name(spec))
         entry = profile_model(model, size, repeats, warmup, threads, device, image, memory,
-                              doc["matmul_peak"], progress, desc=model_name(spec))
-        entry["name"] = model_name(spec)
+                              doc["matmul_peak"], progress, desc=display_name(spec))
+        entry["name"] = display_name(spec)
         entry["model"] = str(spec)
         doc["methods"].setdefault("energy", entry["energy_method"])
         doc["methods"]["peak_memory"] = entry["encoder"]["memory"].get("method")

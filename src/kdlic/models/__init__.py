@@ -10,6 +10,6 @@ A *model spec* names a model wherever the CLI takes one:
 """
 
 from kdlic.models.hyperprior import ScaleHyperprior
-from kdlic.models.registry import ARCHITECTURES, build_model, load_model
+from kdlic.models.registry import ARCHITECTURES, build_model, display_name, load_model
 
-__all__ = ["ARCHITECTURES", "ScaleHyperprior", "build_model", "load_model"]
+__all__ = ["ARCHITECTURES", "ScaleHyperprior", "build_model", "display_name", "load_model"]

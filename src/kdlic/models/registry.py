@@ -15,6 +15,8 @@ from kdlic.utils.checkpoint import read_checkpoint
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "scale-hyperprior": ScaleHyperprior,
 }
+# Checkpoint file names that say nothing about the model: its folder names it instead.
+GENERIC_STEMS = {"best", "last", "model", "checkpoint", "final", "weights"}
 # CompressAI zoo names -> our architecture (same parameter names, so weights load as-is).
 COMPRESSAI_ARCHITECTURES = {"bmshj2018-hyperprior": "scale-hyperprior"}
 
@@ -118,6 +120,22 @@ def _random_model(spec: str) -> nn.Module:
     model.source = spec
     return model.eval()
 
+
+
+def display_name(spec: str | Path) -> str:
+    """A short display name for a model spec (profile and report tables).
+
+    ``runs/s16/best.pt`` -> ``s16``; ``teacher.pt`` -> ``teacher``; other specs as given.
+    """
+    spec = str(spec)
+    if spec.startswith(("compressai:", "random:")):
+        return spec
+    path = Path(spec)
+    if path.suffix in (".pt", ".pth", ".ckpt", ".tar"):
+        if path.stem in GENERIC_STEMS and path.parent.name:
+            return path.parent.name
+        return path.stem
+    return spec
 
 
 def load_model(spec: str | Path) -> nn.Module:

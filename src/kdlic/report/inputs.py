@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from kdlic.errors import KdlicError
-from kdlic.evaluation.profile import model_name
+from kdlic.models import display_name
 from kdlic.utils.files import from_jsonable
 
 POINT_METRICS = ("bpp", "psnr-rgb", "ms-ssim-rgb", "bpp_estimated", "encoding_time",
@@ -199,7 +199,7 @@ def load_inputs(paths: list[str | Path]) -> Inputs:
             for i in members:
                 m = models[i]
                 spec = str(m.get("model", f"{name}[{i}]"))
-                row_name = _unique(model_name(spec), {r.name for r in inputs.rows})
+                row_name = _unique(display_name(spec), {r.name for r in inputs.rows})
                 point = {k: _num(results.get(k, [None] * n)[i]) for k in POINT_METRICS}
                 row = ModelRow(row_name, spec, dict(args), m.get("params"), point,
                                curve=curve_name, sources=[str(path)])
@@ -217,7 +217,7 @@ def load_inputs(paths: list[str | Path]) -> Inputs:
             row = next((r for r in inputs.rows if r.name == entry.get("name")
                         and r.profile is None), None)
         if row is None or row.profile is not None:
-            row = ModelRow(_unique(model_name(spec), {r.name for r in inputs.rows}), spec,
+            row = ModelRow(_unique(display_name(spec), {r.name for r in inputs.rows}), spec,
                            dict(entry.get("arch_args") or {}), entry.get("params"))
             inputs.rows.append(row)
             by_key.setdefault(_spec_key(spec), row)
