@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Train (or resume) the zoo's models on a CPU, as two independent queues of one-thread runs
+# so a 2-core machine runs both at once:  scripts/train_zoo.sh A & scripts/train_zoo.sh B
+# Each run lives in ~/.cache/kdlic/runs/NAME and resumes from its last.pt when killed;
+# `kdlic zoo export` then copies the best checkpoints into the package.
+set -euo pipefail
+KDLIC=${KDLIC:-.venv/bin/kdlic}
+RUNS=${RUNS:-$HOME/.cache/kdlic/runs}
+
+run() {  # run NAME COMMAND ARGS...: start or resume one run
+    local name=$1; shift
+    local resume=()
+    [[ -f $RUNS/$name/last.pt ]] && resume=(--resume)
+    echo "== $name $(date +%H:%M:%S)"
+    "$KDLIC" "$@" --run-dir "$RUNS/$name" --no-progress "${resume[@]}"
+}
+
+teacher() {  # teacher NAME LAMBDA
+    run "$1" train -c configs/teacher-finetune-cpu.yaml --lmbda "$2"
+}
+
+student() {  # student NAME TEACHER N PRESET STEPS
+    run "$1" distill -c configs/student-cpu.yaml --teacher "$2" --N "$3" --preset "$4" \
+        --steps "$5"
+}
+
+case ${1:-} in
+A)
+    teacher teacher-q3 0.0067
+    student student-n16-l1-q3 "$RUNS/teacher-q3/best.pt" 16 L1 4000
+    student student-n16-none-q3 "$RUNS/teacher-q3/best.pt" 16 none 4000
+    student student-n64-l1 teacher-q5 64 L1 1500
+    student student-n64-none teacher-q5 64 none 1500
+    student student-n96-l1 teacher-q5 96 L1 1500
+    ;;
+B)
+    teacher teacher-q1 0.0018
+    student student-n16-l1-q1 "$RUNS/teacher-q1/best.pt" 16 L1 4000
+    student student-n16-none-q1 "$RUNS/teacher-q1/best.pt" 16 none 4000
+    student student-n64-l2 teacher-q5 64 L2 1500
+    student student-n64-kld teacher-q5 64 kld 1500
+    student student-n112-l1 teacher-q5 112 L1 1500
+    ;;
+*)
+    echo "usage: $0 A|B   (two queues; run both at once on a 2-core machine)" >&2
+    exit 2
+    ;;
+esac
