@@ -374,16 +374,24 @@ def test_any_size_round_trips(codec, h, w):
     assert out.size == (w, h) and out.mode == "RGB"
 
 
-def test_fast_synthesis_equals_the_model(codec):
-    """Channels-last, coded channels only, sub-pixel last layer: the same image as g_s."""
-    y = latents(codec, smooth(64, 128))
+@pytest.mark.parametrize("workers", [1, 2])
+def test_fast_synthesis_equals_the_model(codec, workers):
+    """Channels-last, coded channels only, sub-pixel last layer, frozen GDN, stripes (this
+    image has 3: 600 px = 38 latent rows): the same image as g_s, whatever the workers."""
+    y = latents(codec, smooth(600, 64))
     coded = torch.tensor([c for c in range(16) if c not in (3, 7)])
+    synthesis = codec._synthesis
+    assert len(synthesis.stripes(y.shape[2])) == 3 and synthesis.margin == 2
     with torch.no_grad():
-        ref = codec.model.g_s(y)[0].clamp(0, 1).mul(255).round().to(torch.uint8)
-        fast = codec._synthesis.pixels(y, coded, 64, 128).permute(2, 0, 1)
-        assert codec._synthesis(y, coded).shape == (1, 3, 64, 128)
-    assert (fast.int() - ref.int()).abs().max() <= 1
-    assert (fast != ref).float().mean() < 1e-3
+        ref = codec.model.g_s(y)[0].clamp(0, 1).mul(255).round().to(torch.uint8)[:, :600]
+        fast = synthesis.pixels(y, coded, workers)[:600, :, :3].permute(2, 0, 1)
+        one_stripe = synthesis._pixels(y, coded)[:600, :, :3].permute(2, 0, 1)
+        serial = synthesis.pixels(y, coded, 1)[:600, :, :3].permute(2, 0, 1)
+    assert fast.shape == (3, 600, 64)
+    for other in (ref, one_stripe):  # the margins hold the receptive field
+        assert (fast.int() - other.int()).abs().max() <= 1
+        assert (fast != other).float().mean() < 1e-3
+    assert torch.equal(fast, serial)
 
 
 def test_encoding_is_reproducible_and_thread_independent(codec):

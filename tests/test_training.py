@@ -87,3 +87,17 @@ def test_config_rejects_unknown_keys_and_bad_values(tmp_path):
     (tmp_path / "c.yaml").write_text("data: [1, 2]\n")
     with pytest.raises(KdlicError, match="must be a mapping"):
         resolve_config(TRAIN_DEFAULTS, tmp_path / "c.yaml")
+    cfg = resolve_config(TRAIN_DEFAULTS, overrides=[parse_override("runtime.bf16=yes please")])
+    with pytest.raises(KdlicError, match="runtime.bf16 must be true, false or auto"):
+        check_train_config(cfg)
+
+
+def test_bf16_auto_follows_the_device(monkeypatch):
+    """"auto" turns bf16 on only where it runs natively (emulated bf16 is ~25x slower)."""
+    from kdlic.utils import device as dev
+
+    cpu = torch.device("cpu")
+    assert dev.resolve_bf16(True, cpu) and not dev.resolve_bf16(False, cpu)
+    for native in (True, False):
+        monkeypatch.setattr(dev, "fast_bf16", lambda d, native=native: native)
+        assert dev.resolve_bf16("auto", cpu) is native

@@ -91,7 +91,7 @@ def run_demo(out: Path, minutes: float, threads: int | None) -> Path:
           f"{images}")
     student_dir = out / "student-n16"
     flags = ["distill", "--teacher", teacher, "--N", "16", "--preset", "L1", "--cache",
-             "memory", "--bf16", "--minutes", str(minutes), "--steps", "1000000",
+             "memory", "--minutes", str(minutes), "--steps", "1000000",
              "--data", str(images), "--crop", "128", "--batch-size", "8", "--lr", "3e-4",
              "--val-every", "200", "--set", "data.val_count=1", "--run-dir", str(student_dir)]
     if threads:

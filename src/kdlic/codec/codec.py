@@ -197,10 +197,11 @@ class Codec:
         """Decompress container bytes to a PIL image (mode RGB, L, RGBA or LA)."""
         header, streams = unpack(data)
         self.check_header(header)
+        workers = torch.get_num_threads()  # g_s stripes in parallel; the pixels do not vary
         with one_thread(self.device):
-            return self._decode(header, streams)
+            return self._decode(header, streams, workers)
 
-    def _decode(self, header: Header, streams: list[bytes]) -> Image.Image:
+    def _decode(self, header: Header, streams: list[bytes], workers: int) -> Image.Image:
         alpha = _inflate_alpha(streams[3], header) if header.mode in ALPHA_MODES else None
         self.timings = {}
         t = self.clock()
@@ -219,16 +220,25 @@ class Codec:
         t = self._tick("entropy", t)
         y_hat = torch.from_numpy(y_sym)[None].to(self.device)
         coded_t = torch.from_numpy(coded).to(self.device)
-        rgb = self._synthesis.pixels(y_hat, coded_t, header.height, header.width).cpu().numpy()
+        padded = self._synthesis.pixels(y_hat, coded_t, workers).cpu().numpy()
+        image = _rgb_image(padded, header.width, header.height)
         self._tick("transform", t)
         if header.mode == "L":
-            return Image.fromarray(rgb).convert("L")
+            return image.convert("L")
         if header.mode == "LA":
-            gray = np.asarray(Image.fromarray(rgb).convert("L"))
+            gray = np.asarray(image.convert("L"))
             return Image.fromarray(np.dstack([gray, alpha]), "LA")
         if header.mode == "RGBA":
-            return Image.fromarray(np.dstack([rgb, alpha]), "RGBA")
-        return Image.fromarray(rgb, "RGB")
+            return Image.fromarray(np.dstack([np.asarray(image), alpha]), "RGBA")
+        return image
+
+
+def _rgb_image(padded: np.ndarray, width: int, height: int) -> Image.Image:
+    """The top-left ``width`` x ``height`` of a padded (H, W, 3 or 4) uint8 array as an RGB
+    image; Pillow's raw decoder crops and drops the padding byte in one pass."""
+    rawmode = "RGBX" if padded.shape[2] == 4 else "RGB"
+    return Image.frombytes("RGB", (width, height), padded, "raw", rawmode,
+                            padded.shape[1] * padded.shape[2], 1)
 
 
 def _inflate_alpha(stream: bytes, header: Header) -> np.ndarray:

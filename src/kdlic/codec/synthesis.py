@@ -1,7 +1,7 @@
 """The synthesis transform g_s arranged for fast decoding, and the transforms' threading.
 
-Two rewrites of ``g_s``, both exact in real arithmetic (in float32 they round
-differently from the plain layers, by about one unit in the last place):
+Rewrites of ``g_s``, all exact in real arithmetic (in float32 they round differently
+from the plain layers, by about one unit in the last place):
 
 * The first layer reads only the latent channels that are coded: the other channels
   are all zero and add nothing. Students often have many dead channels.
@@ -9,29 +9,45 @@ differently from the plain layers, by about one unit in the last place):
   slow in oneDNN. It is rewritten as a stride-1 convolution producing
   ``stride**2`` times as many channels at the input resolution, followed by a pixel
   shuffle (the "sub-pixel" form): each output phase ``(ry, rx)`` is an ordinary
-  correlation with the taps of the transposed kernel that hit that phase.
+  correlation with the taps of the transposed kernel that hit that phase. The last
+  layer's weights carry the factor 255, and the image is rounded to 8 bits before the
+  shuffle, which then moves bytes rather than floats.
+* GDN layers use their effective (re-parametrised) ``beta`` and ``gamma``, computed once.
 
-Transforms run with **one intra-op thread** on CPU (:func:`one_thread`): oneDNN's
-convolutions (GDN's 1x1 ones in particular) pick blockings, hence summation orders,
-by thread count, so a float32 result is a function of the thread count. With the
-count fixed, the decoded pixels (and the encoder's latents) do not depend on
-``--threads`` / ``torch.set_num_threads``. On CUDA, cuDNN is asked for deterministic
-algorithms without TF32.
+**Stripes.** The image is decoded in horizontal stripes of :data:`STRIPE_ROWS` latent
+rows, each computed from its rows plus a margin of latent rows on both sides wide enough
+to hold g_s's receptive field (:func:`receptive_rows`; 2 rows for the scale hyperprior),
+so a stripe is the same function of the latents as the whole image. The stripes run in
+parallel, one per worker thread, each with **one intra-op thread**. The plan (stripe
+bounds, margins) depends on the image size alone, never on the thread count, so the
+pixels are identical with 1 or N workers.
+
+Why one intra-op thread (:func:`one_thread`, also used for g_a and h_a): oneDNN's
+convolutions (GDN's 1x1 ones in particular) pick blockings, hence summation orders, by
+thread count, so a float32 result is a function of the thread count. With the count
+fixed, the encoder's latents and the decoded pixels do not depend on ``--threads`` /
+``torch.set_num_threads``. On CUDA, cuDNN is asked for deterministic algorithms without
+TF32, and the image is one stripe.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import functools
+import math
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
+from compressai.layers import GDN
 from torch import Tensor, nn
 
 _THREADS = threading.Lock()
 MAX_SUBPIXEL_CHANNELS = 4  # rewrite transposed convolutions with at most this many outputs
+STRIPE_ROWS = 16  # latent rows per stripe (256 pixels for a 16x-downsampling model)
 
 
 @contextlib.contextmanager
@@ -55,12 +71,17 @@ def one_thread(device: torch.device) -> Iterator[None]:
 
 
 class SubPixelConv(nn.Module):
-    """A stride-s ConvTranspose2d whose output is s times its input, as conv + shuffle."""
+    """A stride-s ConvTranspose2d whose output is s times its input, as conv + shuffle.
 
-    def __init__(self, layer: nn.ConvTranspose2d) -> None:
+    ``gain`` multiplies the weights and bias (the last layer uses 255: output in 8-bit
+    units). :meth:`forward` returns the (B, C, sH, sW) output; :meth:`phases` the
+    (B, C*s*s, H, W) stride-1 output before the shuffle.
+    """
+
+    def __init__(self, layer: nn.ConvTranspose2d, gain: float = 1.0) -> None:
         super().__init__()
         s, k, p = layer.stride[0], layer.kernel_size[0], layer.padding[0]
-        weight = layer.weight.detach()  # (in, out, k, k)
+        weight = layer.weight.detach() * gain  # (in, out, k, k)
         c_in, c_out = weight.shape[:2]
         # tap kk of the transposed kernel feeds output phase r from input offset d
         taps = [(r, kk, (r + p - kk) // s) for r in range(s) for kk in range(k)
@@ -72,7 +93,7 @@ class SubPixelConv(nn.Module):
             for rx, kx, dx in taps:
                 w[:, ry, rx, :, dy - lo, dx - lo] = weight[:, :, ky, kx].t()
         self.register_buffer("weight", w.reshape(c_out * s * s, c_in, size, size))
-        bias = layer.bias.detach() if layer.bias is not None else torch.zeros(c_out)
+        bias = layer.bias.detach() * gain if layer.bias is not None else torch.zeros(c_out)
         self.register_buffer("bias", bias.repeat_interleave(s * s))
         self.stride = s
         self.pad = (-lo, size - 1 + lo)  # before, after
@@ -88,31 +109,136 @@ class SubPixelConv(nn.Module):
                 # output exactly stride x input: (H-1)s - 2p + k + op == sH
                 and k[0] + op[0] - 2 * p[0] == s[0] and s[0] > 1)
 
+    def phases(self, x: Tensor) -> Tensor:
+        before, after = self.pad
+        if before == after and before >= 0:
+            return F.conv2d(x, self.weight, self.bias, padding=before)
+        return F.conv2d(F.pad(x, (before, after, before, after)), self.weight, self.bias)
+
     def forward(self, x: Tensor) -> Tensor:
+        return F.pixel_shuffle(self.phases(x), self.stride)
+
+
+class FrozenGDN(nn.Module):
+    """A (inverse) GDN with its effective beta and gamma computed once:
+    ``x * sqrt(beta + gamma @ x**2)`` (inverse) or ``x / sqrt(...)``, per pixel.
+
+    Takes and returns channels-last tensors and runs as one matrix product over the
+    pixels: the 1x1 convolution that CompressAI uses falls back to a slow, NCHW kernel
+    here, whose output then meets the channels-last input in strided element-wise ops.
+    """
+
+    def __init__(self, gdn: GDN) -> None:
+        super().__init__()
+        with torch.no_grad():
+            beta = gdn.beta_reparam(gdn.beta)
+            gamma = gdn.gamma_reparam(gdn.gamma)
+        self.register_buffer("beta", beta.detach().clone())
+        self.register_buffer("gamma_t", gamma.detach().t().contiguous())  # (C_in, C_out)
+        self.inverse = gdn.inverse
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, c, h, w = x.shape
+        pixels = x.permute(0, 2, 3, 1).reshape(-1, c)  # a view for channels-last x
+        norm = torch.addmm(self.beta, pixels * pixels, self.gamma_t)
+        norm = norm.sqrt_() if self.inverse else norm.rsqrt_()
+        return norm.mul_(pixels).reshape(n, h, w, c).permute(0, 3, 1, 2)
+
+
+def receptive_rows(layers: list[nn.Module]) -> int | None:
+    """Latent rows on each side that an output row of ``layers`` depends on (rounded up),
+    or None when a layer's reach is unknown (then the image is one stripe).
+
+    Walking back from the output: a layer of stride s with taps reaching ``a`` input
+    samples below and ``b`` above the output's position maps a reach of r output
+    samples to ``r / s + max(a, b) / s`` input samples (transposed) or ``s * r +
+    max(a, b)`` (ordinary convolution; GDN and other pointwise layers add nothing).
+    """
+    reach = 0.0
+    for layer in reversed(layers):
+        if isinstance(layer, (GDN, FrozenGDN, nn.ReLU, nn.LeakyReLU, nn.Identity)):
+            continue
+        if isinstance(layer, SubPixelConv):
+            reach = reach / layer.stride + max(layer.pad)
+        elif isinstance(layer, nn.ConvTranspose2d):
+            s, k, p = layer.stride[0], layer.kernel_size[0], layer.padding[0]
+            reach = (reach + max(k - 1 - p, p)) / s
+        elif isinstance(layer, nn.Conv2d):
+            s, k, p = layer.stride[0], layer.kernel_size[0], layer.padding[0]
+            reach = s * reach + max(k - 1 - p, p)
+        else:
+            return None
+    return math.ceil(reach)
+
+
+_WORDS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+class ImageHead(nn.Module):
+    """The last layer (sub-pixel form) made to output 8-bit images fast.
+
+    Its output channels are reordered from (channel, ry, rx) to (ry, rx, channel) and
+    the 3 colour channels padded to 4 with a zero channel, so that in channels-last
+    memory each input pixel's output is ``s x s`` RGBX pixels, and one output row
+    segment ``(rx, RGBX)`` is ``4 s`` bytes: 8 for stride 2, a single int64. The pixel
+    shuffle then moves whole words instead of single bytes (six times faster here),
+    and the image is rounded to bytes (times 255: in the weights) before it moves.
+    """
+
+    def __init__(self, layer: SubPixelConv) -> None:
+        super().__init__()
+        s = layer.stride
+        c_in, size = layer.weight.shape[1], layer.weight.shape[2]
+        c_out = layer.weight.shape[0] // (s * s)
+        self.colours = c_out
+        self.padded = 4 if c_out == 3 else c_out
+        w = layer.weight.reshape(c_out, s, s, c_in, size, size).permute(1, 2, 0, 3, 4, 5)
+        b = layer.bias.reshape(c_out, s, s).permute(1, 2, 0)
+        pad = self.padded - c_out
+        w = F.pad(w, (0, 0, 0, 0, 0, 0, 0, pad))
+        b = F.pad(b, (0, pad))
+        self.register_buffer("weight", w.reshape(-1, c_in, size, size).contiguous())
+        self.register_buffer("bias", b.reshape(-1).contiguous())
+        self.stride, self.pad = s, layer.pad
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(1, C, h, w) channels-last features -> (s*h, s*w, padded colours) uint8."""
+        s, c = self.stride, self.padded
         before, after = self.pad
         if before == after and before >= 0:
             y = F.conv2d(x, self.weight, self.bias, padding=before)
         else:
             y = F.conv2d(F.pad(x, (before, after, before, after)), self.weight, self.bias)
-        return F.pixel_shuffle(y, self.stride)
+        y = y.round_().clamp_(0, 255).to(torch.uint8)
+        _, _, h, w = y.shape
+        img = y[0].permute(1, 2, 0).reshape(h, w, s, s * c)  # (h, w, ry, rx * RGBX)
+        word = _WORDS.get(s * c)
+        if word is None:  # no word size fits: move bytes
+            img = img.permute(0, 2, 1, 3).reshape(h * s, w * s, c)
+        else:
+            img = img.contiguous().view(word).permute(0, 2, 1, 3).contiguous()
+            img = img.view(torch.uint8).reshape(h * s, w * s, c)
+        return img
 
 
 class Synthesis:
-    """``g_s`` for decoding: coded channels only in the first layer, sub-pixel thin layers,
-    channels-last memory (oneDNN's faster layout here, and the pixel shuffle merges with
-    the conversion to an (H, W, 3) image). A snapshot: later changes to the model's
-    weights are not seen."""
+    """``g_s`` for decoding: coded channels only in the first layer, sub-pixel thin
+    layers, frozen GDNs, channels-last memory (oneDNN's faster layout here), an
+    :class:`ImageHead`, and stripes decoded in parallel (see the module docstring).
+    A snapshot: later changes to the model's weights are not seen."""
 
     def __init__(self, g_s: nn.Sequential) -> None:
-        layers = list(copy.deepcopy(g_s))
+        device = next(g_s.parameters()).device
+        layers = [FrozenGDN(m) if isinstance(m, GDN) else m for m in copy.deepcopy(g_s)]
         self.first = layers[0] if (isinstance(layers[0], nn.ConvTranspose2d)
                                    and layers[0].groups == 1) else None
         rest = layers[1:] if self.first is not None else layers
+        self.head = ImageHead(SubPixelConv(rest.pop(), gain=255.0)) if (
+            rest and SubPixelConv.applies(rest[-1])) else None
         rest = [SubPixelConv(m) if SubPixelConv.applies(m) else m for m in rest]
-        self.last = rest.pop() if rest and isinstance(rest[-1], SubPixelConv) else None
         self.rest = nn.Sequential(*rest)
-        device = next(g_s.parameters()).device
-        for m in (self.first, self.rest, self.last):
+        self.margin = receptive_rows(layers)
+        for m in (self.first, self.rest, self.head):
             if m is not None:
                 m.to(device, memory_format=torch.channels_last)
 
@@ -129,25 +255,52 @@ class Synthesis:
                                  first.output_padding)
         return self.rest(out)
 
-    def __call__(self, y_hat: Tensor, coded: Tensor | None = None) -> Tensor:
-        """g_s(y_hat): (1, 3, H, W) float."""
+    def _pixels(self, y_hat: Tensor, coded: Tensor | None) -> Tensor:
+        """(H, W, C) uint8 image of the whole (padded) latent ``y_hat`` (1, M, h, w); C is
+        3, or 4 (RGB and a padding byte) from an :class:`ImageHead`."""
         x = self._features(y_hat, coded)
-        return self.last(x) if self.last is not None else x
+        if self.head is not None:
+            return self.head(x)
+        return x[0].permute(1, 2, 0).mul(255).round_().clamp_(0, 255).to(torch.uint8)
 
-    def pixels(self, y_hat: Tensor, coded: Tensor | None, height: int, width: int) -> Tensor:
-        """The decoded image, (height, width, 3) uint8, cropped from the padded output."""
-        x = self._features(y_hat, coded)
-        if self.last is None:
-            img = x[0].permute(1, 2, 0)
-        else:  # the pixel shuffle and the NCHW -> HWC move in one reshape
-            last, s = self.last, self.last.stride
-            before, after = last.pad
-            if before == after and before >= 0:
-                x = F.conv2d(x, last.weight, last.bias, padding=before)
-            else:
-                x = F.conv2d(F.pad(x, (before, after, before, after)), last.weight, last.bias)
-            _, c, h, w = x.shape
-            img = (x[0].permute(1, 2, 0).reshape(h, w, c // (s * s), s, s)
-                   .permute(0, 3, 1, 4, 2).reshape(h * s, w * s, c // (s * s)))
-        img = img[:height, :width]
-        return img.clamp(0, 1).mul_(255).round_().to(torch.uint8)
+    def stripes(self, rows: int) -> list[tuple[int, int, int, int]]:
+        """The decoding plan for ``rows`` latent rows: (start, stop, lo, hi) per stripe,
+        where rows [lo, hi) are computed to output rows [start, stop). Depends on
+        ``rows`` alone."""
+        if self.margin is None or rows <= STRIPE_ROWS:
+            return [(0, rows, 0, rows)]
+        return [(a, min(a + STRIPE_ROWS, rows), max(0, a - self.margin),
+                 min(rows, a + STRIPE_ROWS + self.margin)) for a in range(0, rows, STRIPE_ROWS)]
+
+    def pixels(self, y_hat: Tensor, coded: Tensor | None, workers: int = 1) -> Tensor:
+        """The decoded padded image, (H, W, C) uint8, contiguous: C is 4 (RGB and a padding
+        byte, see :class:`ImageHead`) or 3; crop it to the image size.
+
+        ``y_hat``: (1, M, h, w) latents; ``coded``: the channels that are not all zero;
+        ``workers``: threads decoding stripes at once (the result does not depend on it).
+        """
+        rows = y_hat.shape[2]
+        plan = self.stripes(rows) if y_hat.device.type == "cpu" else [(0, rows, 0, rows)]
+        if len(plan) == 1:
+            return self._pixels(y_hat, coded).contiguous()
+
+        def stripe(part: tuple[int, int, int, int]) -> Tensor:
+            start, stop, lo, hi = part
+            img = self._pixels(y_hat[:, :, lo:hi], coded)
+            scale = img.shape[0] // (hi - lo)
+            return img[(start - lo) * scale : (stop - lo) * scale]
+
+        if workers <= 1:
+            parts = [stripe(p) for p in plan]
+        else:
+            parts = list(_pool(workers).map(stripe, plan))
+        return torch.cat(parts)
+
+
+@functools.lru_cache(maxsize=4)
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """Worker threads for stripes, each with one intra-op thread (see :func:`one_thread`).
+    Kept for the process: a new thread's first convolutions cost several milliseconds
+    of set-up, as much as a small student's whole synthesis."""
+    return ThreadPoolExecutor(workers, thread_name_prefix="kdlic-gs",
+                              initializer=torch.set_num_threads, initargs=(1,))

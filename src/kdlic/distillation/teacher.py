@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from kdlic.utils.device import parse_device
+from kdlic.utils.device import parse_device, resolve_bf16
 
 TARGETS = ("y_hat", "z_hat", "x_hat")
 
@@ -21,13 +21,14 @@ class FrozenTeacher:
     Args:
         model: the teacher (its parameters are frozen in place).
         device: where the teacher runs.
-        bf16: bf16 autocast for its transforms.
+        bf16: bf16 autocast for its transforms: true, false or "auto" (where native).
     """
 
-    def __init__(self, model: nn.Module, device: str | torch.device, bf16: bool = False) -> None:
+    def __init__(self, model: nn.Module, device: str | torch.device,
+                 bf16: bool | str = False) -> None:
         self.device = parse_device(device)
         self.model = model.to(self.device).eval().requires_grad_(False)
-        self.model.autocast_dtype = torch.bfloat16 if bf16 else None
+        self.model.autocast_dtype = torch.bfloat16 if resolve_bf16(bf16, self.device) else None
 
     def __call__(self, x: Tensor, needed: set[str], out_device: torch.device) -> dict[str, Tensor]:
         """Teacher outputs for images ``x`` (B, 3, H, W): a dict of the ``needed`` TARGETS."""

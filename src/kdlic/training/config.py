@@ -52,9 +52,10 @@ TRAIN_DEFAULTS: dict[str, Any] = {
         "threads": None,
         "seed": 0,
         # bf16 transforms: 2.1x the steps and +3.3 dB on Kodak after 20 min of teacher
-        # training on a 2-core AVX-512-bf16 CPU (benchmarks/train_teacher.py). On CPUs
-        # without native bf16, --no-bf16 may be faster.
-        "bf16": True,
+        # training on a 2-core AVX-512-bf16 CPU (benchmarks/train_teacher.py); on a CPU
+        # without oneDNN's bf16 kernels (AVX2) it is ~25x slower than fp32. "auto": bf16
+        # where the device runs it natively (kdlic.utils.device.fast_bf16).
+        "bf16": "auto",
         "channels_last": False,
         "progress": True,
     },
@@ -165,3 +166,5 @@ def check_train_config(cfg: dict[str, Any]) -> None:
     check_number(cfg, "schedule.checkpoint_minutes")
     check_number(cfg, "schedule.minutes", none_ok=True)
     check_number(cfg, "runtime.threads", integer=True, none_ok=True)
+    require(cfg["runtime"]["bf16"] in (True, False, "auto"),
+            f"runtime.bf16 must be true, false or auto, got {cfg['runtime']['bf16']!r}")

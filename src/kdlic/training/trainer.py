@@ -33,7 +33,7 @@ from kdlic.models import build_model
 from kdlic.training.distributed import Dist, all_reduce_mean, init_distributed, resolve_device
 from kdlic.training.losses import Objective, psnr_from_mse
 from kdlic.utils.checkpoint import read_checkpoint, save_checkpoint
-from kdlic.utils.device import parse_device
+from kdlic.utils.device import parse_device, resolve_bf16
 from kdlic.utils.files import atomic_write, jsonable
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,11 @@ class Trainer:
         self.model = model.to(self.device)
         if rt["channels_last"]:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.model.autocast_dtype = torch.bfloat16 if rt["bf16"] else None
+        bf16 = resolve_bf16(rt["bf16"], self.device)
+        if rt["bf16"] == "auto":
+            log.info("bf16 transforms: %s (auto: %s)", "on" if bf16 else "off",
+                     "native on this device" if bf16 else "no native bf16 kernels here")
+        self.model.autocast_dtype = torch.bfloat16 if bf16 else None
         self.objective = objective
         main, aux = split_parameters(self.model)
         self.main_params = main

@@ -22,3 +22,23 @@ def parse_device(name: str | torch.device) -> torch.device:
     elif device.type != "cpu":
         raise KdlicError(f"device {name!r} is not supported (cpu or cuda)")
     return device
+
+
+def fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 convolutions run natively on ``device``.
+
+    On CPU that means oneDNN's bf16 kernels (AVX-512 or newer). Without them PyTorch
+    falls back to reference loops: on a 2-core AVX2 machine a teacher training step
+    took about 50 s in bf16 instead of about 2 s in fp32.
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
+
+
+def resolve_bf16(setting: bool | str, device: torch.device) -> bool:
+    """``runtime.bf16``: true, false, or "auto" (true where :func:`fast_bf16`)."""
+    return fast_bf16(device) if setting == "auto" else bool(setting)
