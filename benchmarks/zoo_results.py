@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 
 from kdlic.cli import main as kdlic
+from kdlic.errors import KdlicError
+from kdlic.evaluation.bd import bd_psnr, bd_rate
 from kdlic.zoo import zoo_info, zoo_names
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,24 +52,45 @@ def zoo_table() -> str:
     return "\n".join(rows) + "\n"
 
 
+def _points(doc: dict) -> dict[tuple[int, float], tuple[float, float]]:
+    """(N, lambda) -> (bpp, PSNR) of every model in an evaluate JSON."""
+    res = doc["results"]
+    return {(m["arch_args"]["N"], m["lmbda"]): (res["bpp"][i], res["psnr-rgb"][i])
+            for i, m in enumerate(doc["models"])}
+
+
 def kd_pairs(work: Path) -> str:
-    """Each KD student against its no-KD twin (same N, lambda, steps, seed and data)."""
-    kd = json.loads((work / "students-kd.json").read_text())
-    base = json.loads((work / "students-nokd.json").read_text())
-    by_n = {m["arch_args"]["N"]: (i, m) for i, m in enumerate(base["models"])}
+    """Each KD student against its no-KD twin (same N, lambda, steps, seed and data):
+    the difference at each lambda, and the BD-rate over the lambdas where both exist."""
+    kd = _points(json.loads((work / "students-kd.json").read_text()))
+    base = _points(json.loads((work / "students-nokd.json").read_text()))
+    pairs = sorted(k for k in kd if k in base)
     rows = ["## Distillation against plain training (zoo pairs)\n",
-            "| N | KD bpp | KD PSNR | no-KD bpp | no-KD PSNR | rate change | PSNR change |",
-            "|---|---|---|---|---|---|---|"]
-    for i, m in enumerate(kd["models"]):
-        j, twin = by_n.get(m["arch_args"]["N"], (None, None))
-        if twin is None:
-            continue
-        b1, q1 = kd["results"]["bpp"][i], kd["results"]["psnr-rgb"][i]
-        b0, q0 = base["results"]["bpp"][j], base["results"]["psnr-rgb"][j]
-        rows.append(f"| {m['arch_args']['N']} | {b1:.4f} | {q1:.2f} | {b0:.4f} | {q0:.2f} | "
+            "| N | lambda | KD bpp | KD PSNR | no-KD bpp | no-KD PSNR | rate change | "
+            "PSNR change |", "|---|---|---|---|---|---|---|---|"]
+    for n, lmbda in pairs:
+        (b1, q1), (b0, q0) = kd[n, lmbda], base[n, lmbda]
+        rows.append(f"| {n} | {lmbda} | {b1:.4f} | {q1:.2f} | {b0:.4f} | {q0:.2f} | "
                     f"{100 * (b1 / b0 - 1):+.1f} % | {q1 - q0:+.2f} dB |")
-    rows.append("\nOne lambda per pair, so these are point differences, not BD-rates; "
-                "`benchmarks/kd_vs_nokd.py` trains both at several lambdas for BD-rates.")
+    rows += ["\nBD-rate of the KD student against its no-KD twin over the lambdas both have "
+             "(PCHIP on log10 bpp; negative: KD needs fewer bits for the same PSNR):\n",
+             "| N | lambdas | BD-rate (%) | BD-PSNR (dB) |", "|---|---|---|---|"]
+    for n in sorted({n for n, _ in pairs}):
+        lambdas = sorted(lm for m, lm in pairs if m == n)
+        if len(lambdas) < 2:
+            rows.append(f"| {n} | {lambdas[0]} | n/a (one lambda) | n/a |")
+            continue
+        # (no-KD bpps, no-KD PSNRs, KD bpps, KD PSNRs) over the shared lambdas
+        curves = [[d[n, lm][i] for lm in lambdas] for d in (base, kd) for i in (0, 1)]
+        try:
+            rate = f"{bd_rate(*curves):+.1f}"
+        except KdlicError as exc:  # e.g. PSNR not increasing with rate along a curve
+            rate = f"n/a ({exc})"
+        try:
+            psnr = f"{bd_psnr(*curves):+.2f}"
+        except KdlicError as exc:
+            psnr = f"n/a ({exc})"
+        rows.append(f"| {n} | {', '.join(map(str, lambdas))} | {rate} | {psnr} |")
     return "\n".join(rows) + "\n"
 
 
