@@ -70,8 +70,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", "-o", help="output file (one input), folder (several inputs "
                    "or a folder), or - for stdout; default: next to each input")
     p.add_argument("--threads", type=int, default=1,
-                   help="files processed in parallel (each image uses one thread, so the "
-                   "result does not depend on this)")
+                   help="files processed in parallel, one thread each; a single file's "
+                   "decoder runs its synthesis stripes on them (the output never depends "
+                   "on this)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -180,9 +181,11 @@ def _run_jobs(jobs: list[Job], work: Callable[[Job], int], args: argparse.Namesp
     bar = tqdm(total=len(jobs), unit="file", desc=verb, leave=False,
                disable=True if args.no_progress or len(jobs) < 2 else None)  # None: tty only
     total = 0
-    # Each image on one thread: outputs independent of --threads.
+    # Several files: one thread each. One file: the decoder spreads its g_s stripes over
+    # the threads. Outputs are independent of --threads either way (see kdlic.codec).
+    per_file = args.threads if len(jobs) == 1 else 1
     try:
-        with torch_threads(1), ThreadPoolExecutor(max_workers=args.threads) as pool:
+        with torch_threads(per_file), ThreadPoolExecutor(max_workers=args.threads) as pool:
             pending = {pool.submit(work, job) for job in jobs}
             while pending:
                 done, pending = wait(pending, return_when=FIRST_EXCEPTION)
