@@ -3,7 +3,7 @@
 # a 2-core machine runs two at once:  scripts/train_zoo.sh A & scripts/train_zoo.sh B, then
 # C and D (they need the teachers of A and B).
 # Each run lives in ~/.cache/kdlic/runs/NAME and resumes from its last.pt when killed;
-# `kdlic zoo export` then copies the best checkpoints into the package.
+# `scripts/train_zoo.sh export NAME...` then copies their best checkpoints into the package.
 set -euo pipefail
 KDLIC=${KDLIC:-.venv/bin/kdlic}
 RUNS=${RUNS:-$HOME/.cache/kdlic/runs}
@@ -50,8 +50,21 @@ D)
     student student-n32-l1-q1 "$RUNS/teacher-q1/best.pt" 32 L1 2000
     student student-n32-none-q1 "$RUNS/teacher-q1/best.pt" 32 none 2000
     ;;
+export)  # copy the finished runs into the package (fp16, Kodak figures in the metadata)
+    shift
+    for name in "$@"; do
+        teacher=()
+        case $name in
+        student-*-q1) teacher=(--teacher teacher-q1) ;;
+        student-*-q3) teacher=(--teacher teacher-q3) ;;
+        esac
+        "$KDLIC" zoo export "$RUNS/$name/best.pt" "$name" --images ../shared/data/kodak \
+            "${teacher[@]}"
+    done
+    ;;
 *)
     echo "usage: $0 A|B|C|D   (queues; run A and B at once on a 2-core machine, then C and D)" >&2
+    echo "       $0 export NAME...   (put finished runs into the zoo)" >&2
     exit 2
     ;;
 esac
