@@ -94,6 +94,33 @@ def kd_pairs(work: Path) -> str:
     return "\n".join(rows) + "\n"
 
 
+def loss_variants(work: Path) -> str:
+    """The KD loss ablation: students of one N and lambda trained with each preset."""
+    docs = [json.loads((work / f"{g}.json").read_text()) for g in ("students-kd",
+                                                                  "students-nokd")]
+    runs: dict[tuple[int, float], dict[str, tuple[float, float]]] = {}
+    for doc in docs:
+        res = doc["results"]
+        for i, m in enumerate(doc["models"]):
+            preset = zoo_info(m["model"])["preset"]
+            runs.setdefault((m["arch_args"]["N"], m["lmbda"]), {})[preset] = (
+                res["bpp"][i], res["psnr-rgb"][i])
+    rows = ["## KD loss variants\n", "| N | lambda | preset | bpp | PSNR (dB) | rate vs none | "
+            "PSNR vs none |", "|---|---|---|---|---|---|---|"]
+    for (n, lmbda), by_preset in sorted(runs.items()):
+        if len(by_preset) < 3 or "none" not in by_preset:
+            continue
+        b0, q0 = by_preset["none"]
+        for preset, (b, q) in sorted(by_preset.items()):
+            rows.append(f"| {n} | {lmbda} | {preset} | {b:.4f} | {q:.2f} | "
+                        f"{100 * (b / b0 - 1):+.1f} % | {q - q0:+.2f} dB |")
+    if len(rows) == 3:
+        return ""
+    rows.append("\nSame N, lambda, steps, seed and data; only the distillation terms differ "
+                "(`kdlic distill --help` lists the presets).")
+    return "\n".join(rows) + "\n"
+
+
 def step(work: Path, name: str, args: list[str], fresh: bool) -> Path:
     target = work / name
     if (fresh or not target.exists()) and kdlic(args) != 0:
@@ -146,6 +173,7 @@ def main() -> int:
     ]
     parts.append(zoo_table())
     parts.append(kd_pairs(work))
+    parts.append(loss_variants(work))
     for name, title in (("size", "Size"), ("compute", "Compute and speed"),
                         ("energy", "Energy"), ("bd_rate", "BD-rate")):
         md = tables / f"{name}.md"
