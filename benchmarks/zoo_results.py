@@ -52,59 +52,57 @@ def zoo_table() -> str:
     return "\n".join(rows) + "\n"
 
 
-def _points(doc: dict) -> dict[tuple[int, float], tuple[float, float]]:
-    """(N, lambda) -> (bpp, PSNR) of every model in an evaluate JSON."""
+def _points(doc: dict) -> dict[tuple[int, float, str], tuple[float, float]]:
+    """(N, lambda, preset) -> (bpp, PSNR) of every model in an evaluate JSON."""
     res = doc["results"]
-    return {(m["arch_args"]["N"], m["lmbda"]): (res["bpp"][i], res["psnr-rgb"][i])
-            for i, m in enumerate(doc["models"])}
+    return {(m["arch_args"]["N"], m["lmbda"], zoo_info(m["model"])["preset"]):
+            (res["bpp"][i], res["psnr-rgb"][i]) for i, m in enumerate(doc["models"])}
+
+
+def _students(work: Path) -> dict[tuple[int, float, str], tuple[float, float]]:
+    return {k: v for group in ("students-kd", "students-nokd")
+            for k, v in _points(json.loads((work / f"{group}.json").read_text())).items()}
 
 
 def kd_pairs(work: Path) -> str:
     """Each KD student against its no-KD twin (same N, lambda, steps, seed and data):
     the difference at each lambda, and the BD-rate over the lambdas where both exist."""
-    kd = _points(json.loads((work / "students-kd.json").read_text()))
-    base = _points(json.loads((work / "students-nokd.json").read_text()))
-    pairs = sorted(k for k in kd if k in base)
+    points = _students(work)
+    pairs = sorted((n, lm, p) for n, lm, p in points if p != "none" and (n, lm, "none") in points)
     rows = ["## Distillation against plain training (zoo pairs)\n",
-            "| N | lambda | KD bpp | KD PSNR | no-KD bpp | no-KD PSNR | rate change | "
-            "PSNR change |", "|---|---|---|---|---|---|---|---|"]
-    for n, lmbda in pairs:
-        (b1, q1), (b0, q0) = kd[n, lmbda], base[n, lmbda]
-        rows.append(f"| {n} | {lmbda} | {b1:.4f} | {q1:.2f} | {b0:.4f} | {q0:.2f} | "
+            "| N | lambda | preset | KD bpp | KD PSNR | no-KD bpp | no-KD PSNR | rate change | "
+            "PSNR change |", "|---|---|---|---|---|---|---|---|---|"]
+    for n, lmbda, preset in pairs:
+        (b1, q1), (b0, q0) = points[n, lmbda, preset], points[n, lmbda, "none"]
+        rows.append(f"| {n} | {lmbda} | {preset} | {b1:.4f} | {q1:.2f} | {b0:.4f} | {q0:.2f} | "
                     f"{100 * (b1 / b0 - 1):+.1f} % | {q1 - q0:+.2f} dB |")
-    rows += ["\nBD-rate of the KD student against its no-KD twin over the lambdas both have "
+    rows += ["\nBD-rate of each KD student against its no-KD twin over the lambdas both have "
              "(PCHIP on log10 bpp; negative: KD needs fewer bits for the same PSNR):\n",
-             "| N | lambdas | BD-rate (%) | BD-PSNR (dB) |", "|---|---|---|---|"]
-    for n in sorted({n for n, _ in pairs}):
-        lambdas = sorted(lm for m, lm in pairs if m == n)
+             "| N | preset | lambdas | BD-rate (%) | BD-PSNR (dB) |", "|---|---|---|---|---|"]
+    for n, preset in sorted({(n, p) for n, _, p in pairs}):
+        lambdas = sorted(lm for m, lm, p in pairs if (m, p) == (n, preset))
         if len(lambdas) < 2:
-            rows.append(f"| {n} | {lambdas[0]} | n/a (one lambda) | n/a |")
+            rows.append(f"| {n} | {preset} | {lambdas[0]} | n/a (one lambda) | n/a |")
             continue
         # (no-KD bpps, no-KD PSNRs, KD bpps, KD PSNRs) over the shared lambdas
-        curves = [[d[n, lm][i] for lm in lambdas] for d in (base, kd) for i in (0, 1)]
-        try:
-            rate = f"{bd_rate(*curves):+.1f}"
-        except KdlicError as exc:  # e.g. PSNR not increasing with rate along a curve
-            rate = f"n/a ({exc})"
-        try:
-            psnr = f"{bd_psnr(*curves):+.2f}"
-        except KdlicError as exc:
-            psnr = f"n/a ({exc})"
-        rows.append(f"| {n} | {', '.join(map(str, lambdas))} | {rate} | {psnr} |")
+        curves = [[points[n, lm, p][i] for lm in lambdas] for p in ("none", preset)
+                  for i in (0, 1)]
+        cells = []
+        for fn, spec in ((bd_rate, "+.1f"), (bd_psnr, "+.2f")):
+            try:
+                cells.append(format(fn(*curves), spec))
+            except KdlicError as exc:  # e.g. PSNR not increasing with rate along a curve
+                cells.append(f"n/a ({exc})")
+        rows.append(f"| {n} | {preset} | {', '.join(map(str, lambdas))} | {cells[0]} | "
+                    f"{cells[1]} |")
     return "\n".join(rows) + "\n"
 
 
 def loss_variants(work: Path) -> str:
     """The KD loss ablation: students of one N and lambda trained with each preset."""
-    docs = [json.loads((work / f"{g}.json").read_text()) for g in ("students-kd",
-                                                                  "students-nokd")]
     runs: dict[tuple[int, float], dict[str, tuple[float, float]]] = {}
-    for doc in docs:
-        res = doc["results"]
-        for i, m in enumerate(doc["models"]):
-            preset = zoo_info(m["model"])["preset"]
-            runs.setdefault((m["arch_args"]["N"], m["lmbda"]), {})[preset] = (
-                res["bpp"][i], res["psnr-rgb"][i])
+    for (n, lmbda, preset), point in _students(work).items():
+        runs.setdefault((n, lmbda), {})[preset] = point
     rows = ["## KD loss variants\n", "| N | lambda | preset | bpp | PSNR (dB) | rate vs none | "
             "PSNR vs none |", "|---|---|---|---|---|---|---|"]
     for (n, lmbda), by_preset in sorted(runs.items()):
