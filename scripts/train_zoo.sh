@@ -30,17 +30,17 @@ A)
     teacher teacher-q3 0.0067
     student student-n16-l1-q3 "$RUNS/teacher-q3/best.pt" 16 L1 4000
     student student-n16-none-q3 "$RUNS/teacher-q3/best.pt" 16 none 4000
-    student student-n64-l1 teacher-q5 64 L1 1000
-    student student-n64-none teacher-q5 64 none 1000
-    student student-n96-l1 teacher-q5 96 L1 1000
+    student student-n64-l1 teacher-q5 64 L1 2000
+    student student-n64-none teacher-q5 64 none 2000
+    student student-n96-l1 teacher-q5 96 L1 2000
     ;;
 B)
     teacher teacher-q1 0.0018
     student student-n16-l1-q1 "$RUNS/teacher-q1/best.pt" 16 L1 4000
     student student-n16-none-q1 "$RUNS/teacher-q1/best.pt" 16 none 4000
-    student student-n64-l2 teacher-q5 64 L2 1000
-    student student-n64-kld teacher-q5 64 kld 1000
-    student student-n112-l1 teacher-q5 112 L1 1000
+    student student-n64-l2 teacher-q5 64 L2 2000
+    student student-n64-kld teacher-q5 64 kld 2000
+    student student-n112-l1 teacher-q5 112 L1 2000
     ;;
 C)  # N=32 twins at the other lambdas (after A and B)
     student student-n32-l1-q3 "$RUNS/teacher-q3/best.pt" 32 L1 2000
