@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# Train (or resume) the zoo's models on a CPU, as independent queues of one-thread runs so
-# a 2-core machine runs two at once:  scripts/train_zoo.sh A & scripts/train_zoo.sh B, then
-# C and D (they need the teachers of A and B).
+# Train (or resume) the zoo's models on a CPU, as two independent queues of one-thread runs
+# so a 2-core machine runs both at once:  scripts/train_zoo.sh A & scripts/train_zoo.sh B
 # Each run lives in ~/.cache/kdlic/runs/NAME and resumes from its last.pt when killed;
 # `scripts/train_zoo.sh export NAME...` then copies their best checkpoints into the package.
 set -euo pipefail
@@ -42,14 +41,6 @@ B)
     student student-n64-kld teacher-q5 64 kld 2000
     student student-n112-l1 teacher-q5 112 L1 2000
     ;;
-C)  # N=32 twins at the other lambdas (after A and B)
-    student student-n32-l1-q3 "$RUNS/teacher-q3/best.pt" 32 L1 2000
-    student student-n32-none-q3 "$RUNS/teacher-q3/best.pt" 32 none 2000
-    ;;
-D)
-    student student-n32-l1-q1 "$RUNS/teacher-q1/best.pt" 32 L1 2000
-    student student-n32-none-q1 "$RUNS/teacher-q1/best.pt" 32 none 2000
-    ;;
 export)  # copy the finished runs into the package (fp16, Kodak figures in the metadata)
     shift
     for name in "$@"; do
@@ -63,7 +54,7 @@ export)  # copy the finished runs into the package (fp16, Kodak figures in the m
     done
     ;;
 *)
-    echo "usage: $0 A|B|C|D   (queues; run A and B at once on a 2-core machine, then C and D)" >&2
+    echo "usage: $0 A|B   (two queues; run both at once on a 2-core machine)" >&2
     echo "       $0 export NAME...   (put finished runs into the zoo)" >&2
     exit 2
     ;;
