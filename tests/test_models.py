@@ -55,6 +55,31 @@ def test_fp16_checkpoint_loads_into_fp32(tiny_model, tmp_path):
     assert torch.allclose(p, tiny_model.g_a[0].weight, atol=1e-3)
 
 
+def test_packed_fp16_checkpoint_is_lossless_and_smaller(tiny_model, tmp_path):
+    save_checkpoint(tmp_path / "h.pt", tiny_model, {}, half=True)
+    save_checkpoint(tmp_path / "p.pt", tiny_model, {}, half=True, pack=True)
+    assert "packed_half" in torch.load(tmp_path / "p.pt", weights_only=True)
+    a, b = load_model(tmp_path / "h.pt").state_dict(), load_model(tmp_path / "p.pt").state_dict()
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "p.pt").stat().st_size < (tmp_path / "h.pt").stat().st_size
+
+
+@pytest.mark.parametrize("damage", ["cut", "shape", "names"])
+def test_corrupt_packed_weights_are_reported(tiny_model, tmp_path, damage):
+    save_checkpoint(tmp_path / "p.pt", tiny_model, {}, half=True, pack=True)
+    ckpt = torch.load(tmp_path / "p.pt", weights_only=True)
+    packed = ckpt["packed_half"]
+    if damage == "cut":
+        packed["high"] = packed["high"][:-5]
+    elif damage == "shape":
+        packed["shapes"][0] = [10**6, 10**6]
+    else:
+        packed["names"].pop()
+    torch.save(ckpt, tmp_path / "bad.pt")
+    with pytest.raises(KdlicError, match="corrupt packed weights"):
+        load_model(tmp_path / "bad.pt")
+
+
 def test_loading_never_unpickles_code(tmp_path):
     class Evil:
         def __reduce__(self):

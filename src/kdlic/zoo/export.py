@@ -44,5 +44,5 @@ def export_to_zoo(source: str, name: str, images: Sequence[Path], teacher: str |
     meta["kodak"] = {"images": len(images), "bpp": bpp16, "psnr-rgb": psnr16,
                      "ms-ssim-rgb": r["ms-ssim-rgb"][1], "fp32_psnr-rgb": psnr32,
                      "fp32_bpp": bpp32}
-    save_checkpoint(WEIGHTS_DIR / f"{name}.pt", model, meta, half=True)
+    save_checkpoint(WEIGHTS_DIR / f"{name}.pt", model, meta, half=True, pack=True)
     return meta["kodak"]
