@@ -221,10 +221,19 @@ def main(argv: list[str] | None = None) -> int:
             mean = {k: statistics.fmean(r[k] for r in mine)
                     for k in ("bpp", "enc_ms", "dec_ms", "dec_entropy_ms", "dec_hyper_ms",
                               "dec_transform_ms")}
-            print(f"{name[-16:]:>16} {'mean':>11} {mean['bpp']:6.3f} {mean['enc_ms']:7.1f} "
-                  f"{mean['dec_ms']:7.1f} {mean['dec_entropy_ms']:7.1f} "
-                  f"{mean['dec_hyper_ms']:6.1f} {mean['dec_transform_ms']:6.1f} "
-                  f"{100 * mean['dec_entropy_ms'] / mean['dec_ms']:5.1f}")
+            line = (f"{name[-16:]:>16} {'mean':>11} {mean['bpp']:6.3f} {mean['enc_ms']:7.1f} "
+                    f"{mean['dec_ms']:7.1f} {mean['dec_entropy_ms']:7.1f} "
+                    f"{mean['dec_hyper_ms']:6.1f} {mean['dec_transform_ms']:6.1f} "
+                    f"{100 * mean['dec_entropy_ms'] / mean['dec_ms']:5.1f}")
+            if not args.no_pillow:
+                pil = {f: {k: statistics.fmean(r[f][k] for r in mine) for k in r[f]
+                           if k != "quality"} for f in ("jpeg", "webp")}
+                j, w = pil["jpeg"], pil["webp"]
+                line += (f" | {j['bpp']:8.3f} {j['enc_ms']:5.1f} {j['dec_ms']:5.1f} | "
+                         f"{w['bpp']:8.3f} {w['enc_ms']:5.1f} {w['dec_ms']:5.1f}\n"
+                         f"{'':>16} decode time {mean['dec_ms'] / w['dec_ms']:.1f}x WebP's, "
+                         f"{mean['dec_ms'] / j['dec_ms']:.1f}x JPEG's (means over the images)")
+            print(line)
             if args.hs_cost:
                 cost = statistics.fmean(r["exact_hs_cost_bpp"] for r in mine)
                 rel = cost / mean["bpp"] * 100
