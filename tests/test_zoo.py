@@ -18,6 +18,7 @@ def test_zoo_list_prints_every_model(capsys):
     out = capsys.readouterr().out
     for name in zoo_names():
         assert name in out
+    assert f"{len(zoo_names())} models," in out and "MiB of weights" in out
 
 
 @pytest.mark.parametrize("name", zoo_names())

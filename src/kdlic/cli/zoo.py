@@ -57,4 +57,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name:24s} {i['N']:4d} {i['M']:4d} {i['lmbda']:7.4f} {i['steps'] or 0:7d} "
               f"{i['params'] / 1e6:7.2f}M {k.get('bpp', float('nan')):9.4f} "
               f"{k.get('psnr-rgb', float('nan')):8.2f}")
+    total = sum(zoo_info(name)["file_mb"] for name in names)
+    print(f"{len(names)} models, {total:.1f} MiB of weights in the package")
     return 0
