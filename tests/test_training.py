@@ -47,8 +47,13 @@ def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(tiny_cfg, tmp_
     make_trainer(stopped).fit()
     with open(tmp_path / "stopped" / "metrics.jsonl", "a") as log:
         log.write('{"step": 9, "split": "tr')  # a record cut short by a kill
+    first = load_model(tmp_path / "stopped" / "last.pt").meta["elapsed_s"]
     stopped["schedule"]["steps"] = 6
     make_trainer(stopped, resume=True).fit()
+    # the training time adds up over resumes, and best.pt records its own
+    resumed = load_model(tmp_path / "stopped" / "last.pt").meta["elapsed_s"]
+    best = load_model(tmp_path / "stopped" / "best.pt").meta["elapsed_s"]
+    assert 0 < first < resumed and 0 < best <= resumed
 
     a = load_model(tmp_path / "straight" / "last.pt").state_dict()
     b = load_model(tmp_path / "stopped" / "last.pt").state_dict()

@@ -136,7 +136,8 @@ class Trainer:
         )
         self.step = 0
         self.best_rd = math.inf
-        self.elapsed_s = 0.0  # training wall-clock over all resumes
+        self.elapsed_s = 0.0  # training wall-clock over all resumes, up to _segment_start
+        self._segment_start: float | None = None  # monotonic time the current fit() began
         self.last_val: dict[str, float] = {}
         if resume:
             self._resume()
@@ -157,16 +158,21 @@ class Trainer:
             "kind": self.kind,
             "lmbda": self.cfg["lmbda"],
             "step": self.step,
-            "elapsed_s": round(self.elapsed_s, 1),
+            "elapsed_s": round(self._elapsed(), 1),
             "config": self.cfg,
             "metrics": {"val": self.last_val, "best_val_rd_loss": self.best_rd},
         }
+
+    def _elapsed(self) -> float:
+        """Training wall-clock so far, over all resumes (best.pt records it too)."""
+        running = 0.0 if self._segment_start is None else time.monotonic() - self._segment_start
+        return self.elapsed_s + running
 
     def _train_state(self) -> dict[str, Any]:
         return {
             "step": self.step,
             "best_rd": self.best_rd,
-            "elapsed_s": self.elapsed_s,
+            "elapsed_s": self._elapsed(),
             "last_val": self.last_val,
             "optimizer": self.optimizer.state_dict(),
             "aux_optimizer": self.aux_optimizer.state_dict(),
@@ -256,11 +262,9 @@ class Trainer:
         means["psnr"] = psnr_from_mse(means["mse"])
         return means
 
-    def _should_stop(self, started: float) -> bool:
+    def _should_stop(self) -> bool:
         minutes = self.cfg["schedule"]["minutes"]
-        over_budget = minutes is not None and (
-            self.elapsed_s + time.monotonic() - started >= minutes * 60
-        )
+        over_budget = minutes is not None and self._elapsed() >= minutes * 60
         flag = torch.tensor([float(over_budget or self._stop_signal is not None)])
         all_reduce_mean([flag], self.ddp)  # every rank stops at the same step
         return bool(flag.item() > 0)
@@ -289,11 +293,10 @@ class Trainer:
             desc=self.kind)
         window: dict[str, float] = defaultdict(float)
         window_n = 0
-        started = time.monotonic()
-        last_ckpt = started
+        self._segment_start = last_ckpt = time.monotonic()
         try:
             for batch in loader:
-                if self._should_stop(started):
+                if self._should_stop():
                     break
                 terms = self.train_step({k: v.to(self.device) for k, v in batch.items()})
                 self.step += 1
@@ -311,19 +314,17 @@ class Trainer:
                     window, window_n = defaultdict(float), 0
                 if self.step % sched["val_every"] == 0 or self.step == sched["steps"]:
                     self._validate_and_select(val)
-                now = time.monotonic()
-                if now - last_ckpt >= sched["checkpoint_minutes"] * 60:
-                    self.elapsed_s += now - started
-                    started = last_ckpt = now
+                if time.monotonic() - last_ckpt >= sched["checkpoint_minutes"] * 60:
                     self.save("last.pt")
+                    last_ckpt = time.monotonic()
         finally:
             bar.close()
             for s, handler in previous.items():
                 signal.signal(s, handler)
-        self.elapsed_s += time.monotonic() - started
         if not self.last_val or self.last_val.get("step") != self.step:
             self._validate_and_select(val)
         self.save("last.pt")
+        self.elapsed_s, self._segment_start = self._elapsed(), None
         if self._stop_signal is not None:
             raise KeyboardInterrupt
         return self.last_val
