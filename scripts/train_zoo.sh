@@ -3,6 +3,8 @@
 # so a 2-core machine runs both at once:  scripts/train_zoo.sh A & scripts/train_zoo.sh B
 # Each run lives in ~/.cache/kdlic/runs/NAME and resumes from its last.pt when killed;
 # `scripts/train_zoo.sh export NAME...` then copies their best checkpoints into the package.
+# The student-n16-{l1,none} pair at lambda 0.025 was trained the same way (4000 steps).
+# Larger runs come last: when time runs out, they ship at the steps they reached.
 set -euo pipefail
 KDLIC=${KDLIC:-.venv/bin/kdlic}
 RUNS=${RUNS:-$HOME/.cache/kdlic/runs}
@@ -29,17 +31,19 @@ A)
     teacher teacher-q3 0.0067
     student student-n16-l1-q3 "$RUNS/teacher-q3/best.pt" 16 L1 4000
     student student-n16-none-q3 "$RUNS/teacher-q3/best.pt" 16 none 4000
-    student student-n64-l1 teacher-q5 64 L1 2000
-    student student-n64-none teacher-q5 64 none 2000
-    student student-n96-l1 teacher-q5 96 L1 2000
+    student student-n32-l1 teacher-q5 32 L1 4000
+    student student-n64-l1 teacher-q5 64 L1 4000
+    student student-n64-none teacher-q5 64 none 4000
+    student student-n96-l1 teacher-q5 96 L1 4000
     ;;
 B)
     teacher teacher-q1 0.0018
     student student-n16-l1-q1 "$RUNS/teacher-q1/best.pt" 16 L1 4000
     student student-n16-none-q1 "$RUNS/teacher-q1/best.pt" 16 none 4000
-    student student-n64-l2 teacher-q5 64 L2 2000
-    student student-n64-kld teacher-q5 64 kld 2000
-    student student-n112-l1 teacher-q5 112 L1 2000
+    student student-n32-none teacher-q5 32 none 4000
+    student student-n64-l2 teacher-q5 64 L2 4000
+    student student-n64-kld teacher-q5 64 kld 4000
+    student student-n112-l1 teacher-q5 112 L1 4000
     ;;
 export)  # copy the finished runs into the package (fp16, Kodak figures in the metadata)
     shift
