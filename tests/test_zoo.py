@@ -1,5 +1,7 @@
 """Every shipped model loads, round-trips an image and still meets its stored Kodak figures."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -39,3 +41,26 @@ def test_zoo_model_meets_its_stored_kodak_figures(name):
         psnrs.append(psnr(rgb, np.asarray(codec.decode(data))))
     assert np.mean(psnrs) == pytest.approx(stored["psnr-rgb"], abs=0.05)
     assert np.mean(bpps) == pytest.approx(stored["bpp"], rel=0.01)
+
+
+def _markdown_rows(text: str, heading: str) -> list[list[str]]:
+    """Body rows of the first table under ``heading`` in a markdown text, as cells."""
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+    lines = [ln for ln in section.splitlines() if ln.startswith("|")]
+    return [[c.strip() for c in ln.strip("|").split("|")] for ln in lines[2:]]
+
+
+def test_published_results_describe_the_shipped_zoo():
+    """docs/results.md (made by benchmarks/zoo_results.py) is not stale: it lists every
+    shipped model with its steps, and its figures are the zoo's measured Kodak figures."""
+    text = (Path(__file__).parents[1] / "docs" / "results.md").read_text()
+    models = {row[0]: row for row in _markdown_rows(text, "## The models")}
+    assert sorted(models) == zoo_names()
+    size = {row[0].strip("*").split("*")[0].strip(): row for row in _markdown_rows(text, "## Size")}
+    assert sorted(size) == zoo_names()
+    for name in zoo_names():
+        info = zoo_info(name)
+        assert int(models[name][4]) == info["steps"], name
+        psnr_cell, bpp_cell = size[name][-2:]  # "24.34 (-4.49 dB)", "0.5963 (-25.6%)"
+        assert float(psnr_cell.split()[0]) == pytest.approx(info["kodak"]["psnr-rgb"], abs=0.011)
+        assert float(bpp_cell.split()[0]) == pytest.approx(info["kodak"]["bpp"], abs=2e-4)
