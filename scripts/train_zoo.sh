@@ -4,7 +4,6 @@
 # Each run lives in ~/.cache/kdlic/runs/NAME and resumes from its last.pt when killed;
 # `scripts/train_zoo.sh export NAME...` then copies their best checkpoints into the package.
 # The student-n16-{l1,none} pair at lambda 0.025 was trained the same way (4000 steps).
-# Larger runs come last: when time runs out, they ship at the steps they reached.
 set -euo pipefail
 KDLIC=${KDLIC:-.venv/bin/kdlic}
 RUNS=${RUNS:-$HOME/.cache/kdlic/runs}
