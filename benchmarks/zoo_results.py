@@ -21,7 +21,7 @@ from pathlib import Path
 from kdlic.cli import main as kdlic
 from kdlic.errors import KdlicError
 from kdlic.evaluation.bd import bd_psnr, bd_rate
-from kdlic.zoo import zoo_info, zoo_names
+from kdlic.zoo import zoo_info, zoo_names, zoo_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND = "python benchmarks/zoo_results.py"
@@ -151,10 +151,9 @@ def main() -> int:
     out = Path(args.out)
     if out.exists():
         shutil.rmtree(out)
-    teacher = next(iter(groups().get("teachers", [])), None)
     report = ["report", *map(str, inputs), "-o", str(out), "--images", args.kodak]
-    if teacher:
-        report += ["--reference", teacher]
+    if "teachers" in groups():  # resources compared with the students' teacher
+        report += ["--reference", zoo_teacher()]
     if kdlic(report) != 0:
         return 1
 

@@ -23,7 +23,7 @@ import numpy as np
 from kdlic.cli import main as kdlic
 from kdlic.errors import KdlicError
 from kdlic.utils.files import from_jsonable
-from kdlic.zoo import zoo_info, zoo_names
+from kdlic.zoo import zoo_names, zoo_teacher
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data"
@@ -63,13 +63,6 @@ def sample_image() -> Path:
     if data is not None and (data / "astronaut.png").is_file():
         return data / "astronaut.png"
     raise KdlicError("no sample image: neither ../shared/data/kodak nor scikit-image found")
-
-
-def zoo_teacher() -> str:
-    teachers = [n for n in zoo_names() if zoo_info(n)["kind"] == "train"]
-    if not teachers:
-        raise KdlicError("the zoo holds no teacher (kdlic zoo list)")
-    return min(teachers, key=lambda n: abs(zoo_info(n)["lmbda"] - 0.025))
 
 
 def _similar_bpp(curve: dict, bpp: float) -> tuple[float, float]:

@@ -51,3 +51,14 @@ def zoo_info(name: str) -> dict[str, Any]:
         "file_mb": path.stat().st_size / 2**20,
         "kodak": meta.get("kodak", {}),
     }
+
+
+def zoo_teacher(lmbda: float = 0.025) -> str:
+    """The zoo teacher whose lambda is closest to ``lmbda`` (0.025: the paper's teacher,
+    the one the lambda-0.025 students were distilled from)."""
+    teachers = [n for n in zoo_names() if zoo_info(n)["kind"] == "train"]
+    if not teachers:
+        from kdlic.errors import KdlicError
+
+        raise KdlicError("the zoo holds no teacher (kdlic zoo list)")
+    return min(teachers, key=lambda n: abs(zoo_info(n)["lmbda"] - lmbda))
