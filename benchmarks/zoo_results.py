@@ -49,6 +49,8 @@ def zoo_table() -> str:
         i = zoo_info(name)
         rows.append(f"| {name} | {i['kind']} | {i['N']} | {i['lmbda']} | {i['steps']} | "
                     f"{i['teacher'] or ''} | {i['preset'] or ''} |")
+    rows.append("\nsteps: the step of the shipped checkpoint, the run's best validation (every "
+                "student run trained 4000 steps; `scripts/train_zoo.sh` lists the runs).")
     return "\n".join(rows) + "\n"
 
 
@@ -114,7 +116,7 @@ def loss_variants(work: Path) -> str:
                         f"{100 * (b / b0 - 1):+.1f} % | {q - q0:+.2f} dB |")
     if len(rows) == 3:
         return ""
-    rows.append("\nSame N, lambda, steps, seed and data; only the distillation terms differ "
+    rows.append("\nSame N, lambda, run length, seed and data; only the distillation terms differ "
                 "(`kdlic distill --help` lists the presets).")
     return "\n".join(rows) + "\n"
 
