@@ -1,10 +1,11 @@
 """Regenerate docs/results/ and docs/results.md from the shipped zoo, on Kodak.
 
-Evaluates every zoo model with real bitstreams (grouped: teachers, KD students,
-no-KD students), profiles them (params, FLOPs, latency on this CPU), sweeps the classic
+Evaluates every zoo model with real bitstreams (grouped: teachers, then students by
+KD preset), profiles them (params, FLOPs, latency on this CPU), sweeps the classic
 codecs, and runs `kdlic report` into docs/results/. docs/results.md is then assembled
 from the report's tables. Intermediate JSONs go to --work (re-used when present, so an
-interrupted run continues; --fresh recomputes).
+interrupted run continues; a JSON that lacks a model or has it at other steps is redone;
+--fresh recomputes all).
 
     python benchmarks/zoo_results.py
 """
@@ -28,16 +29,18 @@ COMMAND = "python benchmarks/zoo_results.py"
 
 
 def groups() -> dict[str, list[str]]:
-    """Zoo models by role: teachers, KD students, no-KD students."""
-    out: dict[str, list[str]] = {"teachers": [], "students-kd": [], "students-nokd": []}
+    """Zoo models by role: the teachers, then the students of each preset (`none` last),
+    so that each of the report's curves is one preset at one N over its lambdas."""
+    out: dict[str, list[str]] = {"teachers": []}
+    students: dict[str, list[str]] = {}
     for name in zoo_names():
         info = zoo_info(name)
         if info["kind"] == "train":
             out["teachers"].append(name)
-        elif info["preset"] == "none":
-            out["students-nokd"].append(name)
         else:
-            out["students-kd"].append(name)
+            students.setdefault(f"students-{info['preset']}", []).append(name)
+    for group in sorted(students, key=lambda g: (g == "students-none", g)):
+        out[group] = students[group]
     return {k: v for k, v in out.items() if v}
 
 
@@ -62,7 +65,7 @@ def _points(doc: dict) -> dict[tuple[int, float, str], tuple[float, float]]:
 
 
 def _students(work: Path) -> dict[tuple[int, float, str], tuple[float, float]]:
-    return {k: v for group in ("students-kd", "students-nokd")
+    return {k: v for group in groups() if group != "teachers"
             for k, v in _points(json.loads((work / f"{group}.json").read_text())).items()}
 
 
@@ -121,9 +124,27 @@ def loss_variants(work: Path) -> str:
     return "\n".join(rows) + "\n"
 
 
-def step(work: Path, name: str, args: list[str], fresh: bool) -> Path:
+def _covers(target: Path, models: list[str] | None) -> bool:
+    """Whether an existing evaluate/profile JSON is of exactly these zoo models, at the
+    steps they ship with (a model added or retrained since makes it stale)."""
+    if not target.is_file():
+        return target.exists()  # the baselines folder: present means done
+    if models is None:
+        return True
+    try:
+        listed = json.loads(target.read_text())["models"]
+        return (sorted(m["model"] for m in listed) == sorted(models)
+                and all(m.get("steps", zoo_info(m["model"])["steps"])
+                        == zoo_info(m["model"])["steps"] for m in listed))
+    except (ValueError, KeyError, TypeError, KdlicError):
+        return False
+
+
+def step(work: Path, name: str, args: list[str], fresh: bool,
+         models: list[str] | None = None) -> Path:
+    """Run `kdlic ARGS` unless WORK/NAME is already its result (for `models`, if given)."""
     target = work / name
-    if (fresh or not target.exists()) and kdlic(args) != 0:
+    if (fresh or not _covers(target, models)) and kdlic(args) != 0:
         sys.exit(f"failed: kdlic {' '.join(args)}")
     return target
 
@@ -144,10 +165,11 @@ def main() -> int:
     for group, names in groups().items():
         inputs.append(step(work, f"{group}.json", ["evaluate", *names, "-i", args.kodak,
                            "-o", str(work / f"{group}.json"), "--name", group,
-                           "--threads", str(args.threads), "--no-progress"], args.fresh))
+                           "--threads", str(args.threads), "--no-progress"], args.fresh, names))
     inputs.append(step(work, "profile.json", ["profile", *zoo_names(), "-o",
                        str(work / "profile.json"), "--threads", str(args.threads),
-                       "--repeats", str(args.repeats), "--no-progress"], args.fresh))
+                       "--repeats", str(args.repeats), "--no-progress"], args.fresh,
+                       zoo_names()))
     inputs.append(step(work, "baselines", ["baselines", args.kodak, "-o",
                        str(work / "baselines"), "--no-progress"], args.fresh))
     out = Path(args.out)
