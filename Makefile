@@ -7,7 +7,7 @@ STAMP := $(VENV)/.kdlic-installed
 
 .PHONY: setup test lint demo clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile src/kdlic/codec/_rans.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch/torchvision pinned to the releases this project is tested with (on the dev
 	# machines pip takes them from local disk).

@@ -302,6 +302,46 @@ def test_rans_round_trip_with_escapes():
     reader.finish()
 
 
+def test_array_decoder_reads_what_compressai_reads():
+    """kdlic's decoder gives CompressAI's RansDecoder symbols on its streams, garbage
+    streams included (the bypass symbol is unreachable with the guarded tables)."""
+    from compressai import ans
+
+    from kdlic.codec import _rans
+
+    tables = rans.PreparedTables(gaussian_tables())
+    rng = np.random.default_rng(2)
+    idx = rng.integers(0, 64, 4000)
+    sym = np.round(rng.normal(0, 1, idx.size) * np.asarray(SCALE_TABLE)[idx] * 2)
+    good, _ = rans.encode(sym.astype(np.int64), idx, tables)
+    for stream in (good, rng.integers(0, 256, 3000, dtype=np.uint8).tobytes()):
+        padded = stream + bytes(8 + 4 * idx.size)  # CompressAI reads past short streams
+        decoder = ans.RansDecoder()
+        decoder.set_stream(padded)
+        expected = decoder.decode_stream(idx.tolist(), tables.cdfs, tables.sizes.tolist(),
+                                         [0] * len(tables.cdfs))
+        got = np.empty(idx.size, np.int32)
+        _rans.decode(stream, idx.astype(np.int32), tables.flat_cdfs, tables.cdf_starts,
+                     tables.cdf_lengths, got)
+        assert got.tolist() == expected
+
+
+def test_array_decoder_refuses_bad_arguments():
+    from kdlic.codec import _rans
+
+    tables = rans.PreparedTables(gaussian_tables())
+    out = np.empty(3, np.int32)
+    args = (tables.flat_cdfs, tables.cdf_starts, tables.cdf_lengths)
+    with pytest.raises(ValueError, match="table index"):
+        _rans.decode(b"\0" * 20, np.array([0, 64, 1], np.int32), *args, out)
+    with pytest.raises(ValueError, match="differ in length"):
+        _rans.decode(b"", np.zeros(2, np.int32), *args, out)
+    with pytest.raises(ValueError, match="outside cdfs"):
+        _rans.decode(b"", np.zeros(3, np.int32), tables.flat_cdfs[:100], *args[1:], out)
+    with pytest.raises(ValueError, match="int32"):
+        _rans.decode(b"", np.zeros(3, np.int32).tobytes()[:-1], *args, out)
+
+
 def test_rans_decodes_any_garbage_within_bounds():
     tables = rans.PreparedTables(gaussian_tables())
     rng = np.random.default_rng(1)

@@ -127,27 +127,23 @@ class TableSelector:
     ``build_indexes`` (``scale <= s_i`` lowers the index; scales below the first entry
     use table 0), on integers: ``q / 2**F > s_i  <=>  q > T_i``.
 
-    Fast: thresholds are at least ``2**shift`` apart, so a bucket ``q >> shift`` holds
-    at most one of them; a lookup table gives the count below the bucket, and one
-    comparison settles the bucket's own threshold.
+    Fast: one lookup per element in a byte table of every ``q`` from 0 to just above
+    the last threshold (about 1 MB for CompressAI's scale table); larger scales take
+    the last table.
     """
 
     def __init__(self, scale_table, device: str | torch.device = "cpu") -> None:
         thresholds = [math.floor(s * 2**FRAC_BITS) for s in scale_table[:-1]]
-        gaps = [b - a for a, b in zip(thresholds, thresholds[1:], strict=False)]
-        if min(gaps, default=1) < 1:
-            raise ValueError("scale table entries are too close for the fixed-point grid")
-        self.shift = min(gaps, default=1).bit_length() - 1  # 2**shift <= smallest gap
+        if len(thresholds) > 255:
+            raise ValueError("more than 256 scale tables")
         self.top = thresholds[-1] + 1  # any scale above the last threshold: last table
-        starts = torch.arange(0, (self.top >> self.shift) + 1, dtype=torch.int64) << self.shift
-        t = torch.tensor(thresholds, dtype=torch.int64)
-        self.below = torch.searchsorted(t, starts, right=False).to(device)
-        self.thresholds = torch.cat([t, torch.tensor([self.top + 1])]).to(device)
+        q = torch.arange(self.top + 1, dtype=torch.int64)
+        self.lut = torch.searchsorted(torch.tensor(thresholds, dtype=torch.int64), q,
+                                      right=False).to(torch.uint8).to(device)
 
     def __call__(self, scales_fixed: Tensor) -> Tensor:
-        q = scales_fixed.clamp(0, self.top).to(torch.int64)
-        below = self.below[q >> self.shift]
-        return below + (q > self.thresholds[below]).to(torch.int64)
+        """Table index (int64) of each scale (float64 integers in units of 2**-F)."""
+        return self.lut[scales_fixed.clamp(0, self.top).to(torch.int64)].to(torch.int64)
 
 
 def to_fixed(values: Tensor) -> Tensor:

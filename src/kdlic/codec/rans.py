@@ -1,24 +1,22 @@
 """rANS coding with :class:`~kdlic.codec.tables.Tables`, safe on hostile streams.
 
-The coder is CompressAI's C++ rANS (``compressai.ans``), called with cached table
-lists, but never in its *bypass* mode:
+Encoding is CompressAI's C++ rANS (``compressai.ans``), called with cached table lists;
+decoding is :mod:`kdlic.codec._rans`, which decodes the same streams straight into
+arrays (CompressAI's binding converts every index and symbol through Python lists,
+several times the cost of decoding them). CompressAI's *bypass* mode is never used:
 
 * Out-of-range values are coded as the table's escape symbol, and their values are
   written to a separate *escape* stream (zigzag LEB128 varints), not as bypass bits
   inside the rANS stream.
-* Each table is handed to the C++ coder with one extra CDF entry above ``2**16`` and a
-  size one larger than its real size. The C++ code enters bypass mode only for the
-  symbol index ``size - 2``; with the enlarged size that index is unreachable (every
-  decoded index is below the real size), so bypass decoding cannot happen, whatever
-  the stream holds.
+* Each table is handed to the C++ encoder with one extra CDF entry above ``2**16`` and
+  a size one larger than its real size. The encoder enters bypass mode only for the
+  symbol index ``size - 2``, which the enlarged size makes unreachable.
 
-Why: in bypass mode the C++ decoder reads a symbol-count prefix of unbounded length
-from the stream, and nothing checks the end of the buffer, so a crafted stream makes
-it read far past its input. Without bypass, rANS decoding reads 8 bytes to start and
-at most 4 bytes per symbol (one renormalisation word), so padding the stream with
-zeros to ``8 + 4 * symbols`` bytes makes every read land inside the buffer, by
-construction. Decoded values are then bounded by the tables' ranges, escapes by the
-escape stream's checks.
+Why: in bypass mode CompressAI's decoder reads a symbol-count prefix of unbounded
+length from the stream, and nothing checks the end of the buffer. kdlic's decoder has
+no bypass mode, checks every table index, bounds every CDF search by the table's
+length and reads words past the end of the stream as zeros. Decoded values are then
+bounded by the tables' ranges, escapes by the escape stream's checks.
 """
 
 from __future__ import annotations
@@ -28,12 +26,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from compressai import ans
 
+from kdlic.codec import _rans
 from kdlic.codec.tables import TOTAL, Tables
 from kdlic.errors import KdlicError
 
 MIN_SYMBOLS = 8  # CompressAI's encoder sizes its output buffer by the symbol count
 ESCAPE_LIMIT = 1 << 24  # |escaped value| bound: latents are fp32 integers below 2**24
-FAST_SIZE = 258  # tables up to 256 symbols (+1 CDF entry, +1 guard entry): byte positions
+FAST_SIZE = 258  # stream order: tables up to 256 symbols (+1 CDF entry, +1 guard) first
 
 
 @dataclass
@@ -41,8 +40,11 @@ class PreparedTables:
     """A :class:`Tables` in the form the C++ coder takes, cached once per model."""
 
     tables: Tables
-    cdfs: list[list[int]] = field(init=False)  # each with the extra entry
+    cdfs: list[list[int]] = field(init=False)  # each with the extra entry (encoder)
     sizes: np.ndarray = field(init=False)  # real size + 1
+    flat_cdfs: np.ndarray = field(init=False)  # int32, the real CDFs end to end (decoder)
+    cdf_starts: np.ndarray = field(init=False)  # int32, where each begins in flat_cdfs
+    cdf_lengths: np.ndarray = field(init=False)  # int32, real size
     lo: np.ndarray = field(init=False)
     hi: np.ndarray = field(init=False)
     escape: np.ndarray = field(init=False)  # the escape symbol's position (last)
@@ -54,6 +56,9 @@ class PreparedTables:
         t = self.tables
         self.cdfs = [[*cdf, TOTAL + 1] for cdf in t.cdfs]
         self.sizes = np.asarray([len(c) for c in self.cdfs], dtype=np.int64)
+        self.flat_cdfs = np.concatenate([np.asarray(c, np.int32) for c in t.cdfs])
+        self.cdf_lengths = (self.sizes - 1).astype(np.int32)
+        self.cdf_starts = np.concatenate([[0], np.cumsum(self.cdf_lengths)[:-1]]).astype(np.int32)
         self.lo, self.hi = t.lo, t.hi
         self.escape = self.hi - self.lo + 1
         self.base = np.concatenate([[0], np.cumsum(self.escape + 1)[:-1]]).astype(np.int64)
@@ -68,7 +73,7 @@ class PreparedTables:
         """Only the tables that ``indexes`` uses: (their ids, remapped indexes).
 
         Passing every table costs a Python-to-C++ list conversion per entry per call;
-        a low-rate image uses a few small tables.
+        a low-rate image uses a few small tables (encoder).
         """
         used = np.flatnonzero(np.bincount(indexes, minlength=len(self.cdfs)))
         lookup = np.zeros(len(self.cdfs), dtype=np.int32)
@@ -76,19 +81,15 @@ class PreparedTables:
         return used.tolist(), lookup[indexes]
 
 
-def stream_order(indexes: np.ndarray, tables: PreparedTables) -> tuple[np.ndarray | None, int]:
-    """The order symbols go into the stream, and how many come first.
-
-    Symbols of tables with at most 256 symbols come first, those of larger tables
-    (scales above ~20, rare) after them, each group in its original order: the
-    decoder reads the first group through the fast bytearray path (see
-    :func:`decode`). ``None`` when every table is small (the order is unchanged).
-    """
+def stream_order(indexes: np.ndarray, tables: PreparedTables) -> np.ndarray | None:
+    """The order symbols go into the stream (part of the format, version 1): symbols of
+    tables with at most 256 symbols first, those of larger tables (scales above ~20, rare)
+    after them, each group in its original order. ``None`` when every table is small
+    (the order is unchanged)."""
     large = tables.sizes[indexes] > FAST_SIZE
     if not large.any():
-        return None, indexes.size
-    order = np.concatenate([np.flatnonzero(~large), np.flatnonzero(large)])
-    return order, int(indexes.size - large.sum())
+        return None
+    return np.concatenate([np.flatnonzero(~large), np.flatnonzero(large)])
 
 
 def encode(symbols: np.ndarray, indexes: np.ndarray, tables: PreparedTables
@@ -101,7 +102,7 @@ def encode(symbols: np.ndarray, indexes: np.ndarray, tables: PreparedTables
     indexes = np.asarray(indexes, dtype=np.int64).reshape(-1)
     if symbols.size == 0:
         return b"", np.zeros(0, np.int64)
-    order, _ = stream_order(indexes, tables)
+    order = stream_order(indexes, tables)
     if order is not None:
         symbols, indexes = symbols[order], indexes[order]
     symbols, indexes = _pad(symbols, indexes, tables)
@@ -126,28 +127,13 @@ def decode(stream: bytes, indexes: np.ndarray, tables: PreparedTables,
         if stream:
             raise KdlicError("corrupt file: data in a stream that should be empty")
         return np.zeros(0, np.int64)
-    order, n_fast = stream_order(indexes, tables)
+    order = stream_order(indexes, tables)
     if order is not None:
         indexes = indexes[order]
     _, indexes = _pad(np.zeros(count, np.int64), indexes, tables)
-    safe = 8 + 4 * indexes.size
-    if len(stream) < safe:  # every read of the C++ decoder stays inside this buffer
-        stream = stream + bytes(safe - len(stream))
-    used, remapped = tables.subset(indexes)
-    cdfs, sizes, zeros = [tables.cdfs[i] for i in used], tables.sizes[used].tolist(), \
-        [0] * len(used)
-    # Offsets 0: the decoder returns each symbol's position in its table. Positions
-    # below 256 (all symbols of the first group) go through a bytearray, ten times
-    # faster than turning a list of Python ints into an array; the flat map turns
-    # positions into values.
-    decoder = ans.RansDecoder()
-    decoder.set_stream(stream)
-    fast = decoder.decode_stream(_index_list(remapped[:n_fast], len(used)), cdfs, sizes, zeros)
-    positions = np.frombuffer(bytearray(fast), dtype=np.uint8).astype(np.int64)
-    if n_fast < indexes.size:
-        rest = decoder.decode_stream(_index_list(remapped[n_fast:], len(used)), cdfs, sizes,
-                                     zeros)
-        positions = np.concatenate([positions, np.asarray(rest, dtype=np.int64)])
+    positions = np.empty(indexes.size, np.int32)
+    _rans.decode(stream, indexes.astype(np.int32), tables.flat_cdfs, tables.cdf_starts,
+                 tables.cdf_lengths, positions)
     positions, indexes = positions[:count], indexes[:count]
     values = tables.to_value[tables.base[indexes] + positions]
     is_escape = positions == tables.escape[indexes]
