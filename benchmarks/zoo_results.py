@@ -22,6 +22,7 @@ from pathlib import Path
 from kdlic.cli import main as kdlic
 from kdlic.errors import KdlicError
 from kdlic.evaluation.bd import bd_psnr, bd_rate
+from kdlic.evaluation.reference import COMPRESSAI_HYPERPRIOR
 from kdlic.zoo import zoo_info, zoo_names, zoo_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,6 +102,26 @@ def kd_pairs(work: Path) -> str:
         rows.append(f"| {n} | {preset} | {', '.join(map(str, lambdas))} | {cells[0]} | "
                     f"{cells[1]} |")
     return "\n".join(rows) + "\n"
+
+
+def teachers_vs_compressai(work: Path) -> str:
+    """Our teachers' BD-rate against CompressAI's published hyperprior curve."""
+    doc = json.loads((work / "teachers.json").read_text())
+    ours = sorted(zip(doc["results"]["bpp"], doc["results"]["psnr-rgb"], strict=True))
+    ref = COMPRESSAI_HYPERPRIOR
+    curves = [ref["bpp"], ref["psnr-rgb"], [b for b, _ in ours], [q for _, q in ours]]
+    cells = []
+    for fn, spec in ((bd_rate, "+.1f"), (bd_psnr, "+.2f")):
+        try:
+            cells.append(format(fn(*curves), spec))
+        except KdlicError as exc:
+            cells.append(f"n/a ({exc})")
+    return ("## Teachers against CompressAI\n\n"
+            f"Our {len(ours)} teachers against {ref['name']}, {len(ref['bpp'])} qualities: "
+            f"BD-rate **{cells[0]} %** (the extra rate our teachers need for the same PSNR), "
+            f"BD-PSNR **{cells[1]} dB** (PCHIP on log10 bpp; the BD-rate is taken over the "
+            f"PSNR range both curves cover, {max(ours[0][1], min(ref['psnr-rgb'])):.2f} to "
+            f"{min(ours[-1][1], max(ref['psnr-rgb'])):.2f} dB).\n")
 
 
 def loss_variants(work: Path) -> str:
@@ -193,6 +214,7 @@ def main() -> int:
         "![PSNR vs bpp](results/plots/rd_psnr.png)\n",
     ]
     parts.append(zoo_table())
+    parts.append(teachers_vs_compressai(work))
     parts.append(kd_pairs(work))
     parts.append(loss_variants(work))
     for name, title in (("size", "Size"), ("compute", "Compute and speed"),
