@@ -1,10 +1,10 @@
 """Encode/decode speed of kdlic's codec next to Pillow's JPEG and WebP at a similar bpp.
 
-For every model and image: file size (bpp), encode and decode time (best of
-``--repeat`` runs), the decode split into entropy decoding (rANS and its Python-side
-conversions), the fixed-point hyper-synthesis with table selection, and the synthesis
-transform; then JPEG and WebP at the quality whose bpp is closest to the model's,
-with their encode and decode times.
+For every model and image: file size (bpp), PSNR of the decoded image, encode and
+decode time (best of ``--repeat`` runs), the decode split into entropy decoding (rANS
+and its Python-side conversions), the fixed-point hyper-synthesis with table selection,
+and the synthesis transform; then JPEG and WebP at the quality whose bpp is closest to
+the model's, with their encode and decode times. ``--bf16`` decodes with g_s in bf16.
 
     python benchmarks/codec_speed.py --models /path/teacher.pt random:16,192 random:32,192 \\
         --images ../shared/data/kodak/kodim14.png --compressai --hs-cost
@@ -39,6 +39,7 @@ warnings.filterwarnings("ignore", category=UserWarning)
 from kdlic.codec import Codec, rans  # noqa: E402
 from kdlic.codec.format import unpack  # noqa: E402
 from kdlic.data.images import find_images, load_rgb  # noqa: E402
+from kdlic.evaluation.metrics import psnr  # noqa: E402
 from kdlic.models import load_model  # noqa: E402
 
 CLOCK = time.perf_counter
@@ -151,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compressai", action="store_true", help="also time plain CompressAI")
     p.add_argument("--hs-cost", action="store_true",
                    help="bpp with float-h_s tables, to show the cost of the exact h_s")
+    p.add_argument("--bf16", action="store_true",
+                   help="decode with g_s in bf16 (Codec(bf16_synthesis=True); native bf16 only)")
     p.add_argument("--no-pillow", action="store_true")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="cpu: process CPU time, steadier than wall time on a busy machine "
@@ -162,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     images = find_images(args.images, "test")[: args.limit]
     rows = []
-    head = (f"{'model':>16} {'image':>11} {'bpp':>6} {'enc ms':>7} {'dec ms':>7} "
+    head = (f"{'model':>16} {'image':>11} {'bpp':>6} {'PSNR':>6} {'enc ms':>7} {'dec ms':>7} "
             f"{'entropy':>7} {'hyper':>6} {'g_s':>6} {'ent%':>5}")
     if args.compressai:
         head += f" {'CAI dec':>7}"
@@ -173,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     print(head)
     for spec in args.models:
         model = load_model(spec)
-        codec = Codec(model, args.device)
+        codec = Codec(model, args.device, bf16_synthesis=args.bf16)
         codec.clock = CLOCK
         name = Path(spec).stem if not spec.startswith("random:") else spec
         for path in images:
@@ -183,15 +186,17 @@ def main(argv: list[str] | None = None) -> int:
             dec, timings = float("inf"), {}
             for _ in range(args.repeat):
                 t = CLOCK()
-                codec.decode(data)
+                decoded = codec.decode(data)
                 dt = CLOCK() - t
                 if dt < dec:
                     dec, timings = dt, dict(codec.timings)
             r = {"model": spec, "image": path.name, "bpp": 8 * len(data) / pixels,
-                 "enc_ms": enc * 1e3, "dec_ms": dec * 1e3,
+                 "psnr": psnr(rgb, np.asarray(decoded)), "enc_ms": enc * 1e3,
+                 "dec_ms": dec * 1e3,
                  **{f"dec_{k}_ms": v * 1e3 for k, v in timings.items()},
                  "coded_channels": len(unpack(data)[0].coded_channels())}
-            line = (f"{name[-16:]:>16} {path.stem[-11:]:>11} {r['bpp']:6.3f} {r['enc_ms']:7.1f} "
+            line = (f"{name[-16:]:>16} {path.stem[-11:]:>11} {r['bpp']:6.3f} {r['psnr']:6.2f} "
+                    f"{r['enc_ms']:7.1f} "
                     f"{r['dec_ms']:7.1f} {r.get('dec_entropy_ms', 0):7.1f} "
                     f"{r.get('dec_hyper_ms', 0):6.1f} {r.get('dec_transform_ms', 0):6.1f} "
                     f"{100 * r.get('dec_entropy_ms', 0) / r['dec_ms']:5.1f}")
@@ -211,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"{w['bpp']:8.3f} {w['enc_ms']:5.1f} {w['dec_ms']:5.1f}")
             print(line, flush=True)
             if args.compressai:
-                print(f"{'':>16} {'CompressAI':>11} {cai['bpp']:6.3f} {cai['enc_ms']:7.1f} "
+                print(f"{'':>16} {'CompressAI':>11} {cai['bpp']:6.3f} {'':>6} {cai['enc_ms']:7.1f} "
                       f"{cai['dec_ms']:7.1f} {cai['z_ms'] + cai['y_ms']:7.1f} "
                       f"{cai['hyper_ms']:6.1f} {cai['g_s_ms']:6.1f} "
                       f"{100 * (cai['z_ms'] + cai['y_ms']) / cai['dec_ms']:5.1f}", flush=True)
@@ -219,9 +224,10 @@ def main(argv: list[str] | None = None) -> int:
         mine = [r for r in rows if r["model"] == spec]
         if len(mine) > 1:
             mean = {k: statistics.fmean(r[k] for r in mine)
-                    for k in ("bpp", "enc_ms", "dec_ms", "dec_entropy_ms", "dec_hyper_ms",
-                              "dec_transform_ms")}
-            line = (f"{name[-16:]:>16} {'mean':>11} {mean['bpp']:6.3f} {mean['enc_ms']:7.1f} "
+                    for k in ("bpp", "psnr", "enc_ms", "dec_ms", "dec_entropy_ms",
+                              "dec_hyper_ms", "dec_transform_ms")}
+            line = (f"{name[-16:]:>16} {'mean':>11} {mean['bpp']:6.3f} {mean['psnr']:6.2f} "
+                    f"{mean['enc_ms']:7.1f} "
                     f"{mean['dec_ms']:7.1f} {mean['dec_entropy_ms']:7.1f} "
                     f"{mean['dec_hyper_ms']:6.1f} {mean['dec_transform_ms']:6.1f} "
                     f"{100 * mean['dec_entropy_ms'] / mean['dec_ms']:5.1f}")

@@ -35,6 +35,9 @@ from kdlic.codec.tables import (
     gaussian_tables,
 )
 from kdlic.errors import KdlicError
+from kdlic.evaluation.metrics import psnr
+from kdlic.models import load_model
+from kdlic.utils.device import fast_bf16
 
 # SHA-256 of the Gaussian tables. They are computed with basic IEEE operations only, so
 # every platform must produce exactly these; a different value means files made here
@@ -448,6 +451,37 @@ def test_encoding_is_reproducible_and_thread_independent(codec):
         torch.set_num_threads(threads)
     assert a == b and np.array_equal(pa, pb)
     assert torch.get_num_threads() == threads
+
+
+@pytest.mark.skipif(not fast_bf16(torch.device("cpu")), reason="no native bf16 on this CPU")
+def test_bf16_synthesis_is_close_to_fp32_and_thread_independent():
+    """The opt-in bf16 g_s (a shipped student, 3 stripes): the same file, pixels within a
+    few levels of the fp32 decode, and the same pixels for any worker count."""
+    model = load_model("student-n16-l1")
+    fp32, bf16 = Codec(model), Codec(model, bf16_synthesis=True)
+    rgb = smooth(600, 200)
+    data = fp32.encode(rgb)
+    assert bf16.encode(rgb) == data
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        two = np.asarray(bf16.decode(data))
+        torch.set_num_threads(1)
+        one = np.asarray(bf16.decode(data))
+    finally:
+        torch.set_num_threads(threads)
+    assert np.array_equal(one, two)
+    reference = np.asarray(fp32.decode(data))
+    assert not np.array_equal(one, reference)  # it did run in bf16
+    assert psnr(reference, one) > 40
+
+
+def test_bf16_synthesis_is_refused_without_native_kernels(monkeypatch):
+    import kdlic.codec.codec as codec_module
+
+    monkeypatch.setattr(codec_module, "fast_bf16", lambda device: False)
+    with pytest.raises(KdlicError, match="no native bf16"):
+        Codec(make_model(), bf16_synthesis=True)
 
 
 def test_grayscale_stays_grayscale(codec):

@@ -121,6 +121,17 @@ def test_wrong_model(kdlic, models, kdl, tmp_path):
     assert_nothing_written(tmp_path, set())
 
 
+def test_bf16_without_native_kernels_is_a_clean_error(kdlic, models, kdl, tmp_path,
+                                                      monkeypatch):
+    import kdlic.codec.codec as codec_module
+
+    monkeypatch.setattr(codec_module, "fast_bf16", lambda device: False)
+    out = tmp_path / "out.png"
+    assert_clean_error(kdlic("decompress", kdl, "-o", out, "--model", models[0], "--bf16"),
+                       "no native bf16")
+    assert not out.exists()
+
+
 def test_model_named_in_the_file_must_be_loadable(kdlic, kdl, tmp_path):
     result = kdlic("decompress", kdl, "-o", tmp_path / "x.png")
     assert_clean_error(result, "made with model 'a.pt'", "--model")

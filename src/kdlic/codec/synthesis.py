@@ -28,6 +28,13 @@ thread count, so a float32 result is a function of the thread count. With the co
 fixed, the encoder's latents and the decoded pixels do not depend on ``--threads`` /
 ``torch.set_num_threads``. On CUDA, cuDNN is asked for deterministic algorithms without
 TF32, and the image is one stripe.
+
+**bf16** (opt-in, ``Synthesis(g_s, bf16=True)``): the layers' weights are converted to
+bfloat16 once and the layers run in bf16, where the device has native bf16 kernels
+(autocast would convert the weights again in every call, for every stripe). The latents and
+the file are unchanged (g_s is the decoder's alone); the pixels are those of a bf16
+g_s, a few levels from the float32 ones, and still a function of the file on a given
+machine whatever the worker count.
 """
 
 from __future__ import annotations
@@ -225,10 +232,12 @@ class Synthesis:
     """``g_s`` for decoding: coded channels only in the first layer, sub-pixel thin
     layers, frozen GDNs, channels-last memory (oneDNN's faster layout here), an
     :class:`ImageHead`, and stripes decoded in parallel (see the module docstring).
-    A snapshot: later changes to the model's weights are not seen."""
+    A snapshot: later changes to the model's weights are not seen. ``bf16``: run the
+    layers in bfloat16 (see the module docstring)."""
 
-    def __init__(self, g_s: nn.Sequential) -> None:
+    def __init__(self, g_s: nn.Sequential, bf16: bool = False) -> None:
         device = next(g_s.parameters()).device
+        self.dtype = torch.bfloat16 if bf16 else torch.float32
         layers = [FrozenGDN(m) if isinstance(m, GDN) else m for m in copy.deepcopy(g_s)]
         self.first = layers[0] if (isinstance(layers[0], nn.ConvTranspose2d)
                                    and layers[0].groups == 1) else None
@@ -240,10 +249,10 @@ class Synthesis:
         self.margin = receptive_rows(layers)
         for m in (self.first, self.rest, self.head):
             if m is not None:
-                m.to(device, memory_format=torch.channels_last)
+                m.to(device, self.dtype, memory_format=torch.channels_last)
 
     def _features(self, y_hat: Tensor, coded: Tensor | None) -> Tensor:
-        y_hat = y_hat.contiguous(memory_format=torch.channels_last)
+        y_hat = y_hat.to(self.dtype).contiguous(memory_format=torch.channels_last)
         if self.first is None:
             return self.rest(y_hat)
         first = self.first
