@@ -55,6 +55,7 @@ static PyObject *decode(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*y*y*y*y*w*", &stream, &idx, &cdf, &start, &len, &out))
         return NULL;
     PyObject *result = NULL;
+    struct { int32_t start, length; } *table = NULL;
     if (check_int32(&idx, "indexes") || check_int32(&cdf, "cdfs") ||
         check_int32(&start, "starts") || check_int32(&len, "lengths") ||
         check_int32(&out, "out"))
@@ -64,10 +65,21 @@ static PyObject *decode(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "out/indexes or starts/lengths differ in length");
         goto done;
     }
-    const int32_t *indexes = idx.buf, *cdfs = cdf.buf, *starts = start.buf, *lengths = len.buf;
+    const int32_t *indexes = idx.buf, *cdfs = cdf.buf;
     int32_t *symbols = out.buf;
+    /* The tables are copied, then checked: the caller's buffers may change while the GIL
+     * is released (another thread, or out aliasing them), and a table checked in place
+     * could then point outside cdfs. */
+    table = PyMem_Malloc((size_t)(n_tables > 0 ? n_tables : 1) * sizeof *table);
+    if (table == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
     for (Py_ssize_t t = 0; t < n_tables; ++t) {
-        if (lengths[t] < 2 || starts[t] < 0 || (Py_ssize_t)starts[t] + lengths[t] > n_cdf) {
+        table[t].start = ((const int32_t *)start.buf)[t];
+        table[t].length = ((const int32_t *)len.buf)[t];
+        if (table[t].length < 2 || table[t].start < 0 ||
+            (Py_ssize_t)table[t].start + table[t].length > n_cdf) {
             PyErr_Format(PyExc_ValueError, "table %zd lies outside cdfs", t);
             goto done;
         }
@@ -84,12 +96,14 @@ static PyObject *decode(PyObject *self, PyObject *args) {
             bad_index = 1;
             break;
         }
-        const int32_t *c = cdfs + starts[t];
-        const int32_t last = lengths[t] - 2;  /* highest symbol position */
+        const int32_t *c = cdfs + table[t].start;
+        const int32_t last = table[t].length - 2;  /* highest symbol position */
         const uint32_t cum = (uint32_t)(x & mask);
         int32_t s = 0;
         while (s < last && (uint32_t)c[s + 1] <= cum) ++s;
-        x = (uint64_t)(uint32_t)(c[s + 1] - c[s]) * (x >> PRECISION) + cum - (uint32_t)c[s];
+        /* unsigned arithmetic: any CDF values, even hostile ones, are defined behaviour */
+        x = (uint64_t)((uint32_t)c[s + 1] - (uint32_t)c[s]) * (x >> PRECISION) + cum -
+            (uint32_t)c[s];
         if (x < RANS_L) x = (x << 32) | next_word(&r);
         symbols[i] = s;
     }
@@ -101,6 +115,7 @@ static PyObject *decode(PyObject *self, PyObject *args) {
     result = Py_None;
     Py_INCREF(result);
 done:
+    PyMem_Free(table);
     PyBuffer_Release(&stream);
     PyBuffer_Release(&idx);
     PyBuffer_Release(&cdf);

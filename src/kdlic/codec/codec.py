@@ -98,8 +98,9 @@ class Codec:
                  bf16_synthesis: bool = False) -> None:
         self.device = parse_device(device)
         if bf16_synthesis and not fast_bf16(self.device):
-            raise KdlicError(f"bf16 synthesis: {self.device} has no native bf16 kernels "
-                             "(AVX-512 BF16, AMX or a bf16 GPU); it would be slower than fp32")
+            raise KdlicError(f"bf16 synthesis: no native bf16 kernels on {self.device} "
+                             "(oneDNN reports no bf16 support, or a GPU without native bf16); "
+                             "it would be slower than fp32")
         self.model = model.to(self.device).eval()
         # CompressAI's own tables, for code that calls the model's compress()/decompress();
         # this codec uses the deterministic tables below.

@@ -134,6 +134,8 @@ class TableSelector:
 
     def __init__(self, scale_table, device: str | torch.device = "cpu") -> None:
         thresholds = [math.floor(s * 2**FRAC_BITS) for s in scale_table[:-1]]
+        if any(b <= a for a, b in zip(thresholds, thresholds[1:], strict=False)):
+            raise ValueError("scale table entries must increase and be at least 2**-F apart")
         if len(thresholds) > 255:
             raise ValueError("more than 256 scale tables")
         self.top = thresholds[-1] + 1  # any scale above the last threshold: last table
