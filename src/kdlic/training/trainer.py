@@ -158,7 +158,7 @@ class Trainer:
             "kind": self.kind,
             "lmbda": self.cfg["lmbda"],
             "step": self.step,
-            "elapsed_s": round(self._elapsed(), 1),
+            "elapsed_s": round(self._elapsed(), 3),  # ms: short resumes must still add up
             "config": self.cfg,
             "metrics": {"val": self.last_val, "best_val_rd_loss": self.best_rd},
         }
