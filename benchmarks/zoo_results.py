@@ -13,6 +13,7 @@ interrupted run continues; a JSON that lacks a model or has it at other steps is
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import subprocess
@@ -23,10 +24,14 @@ from kdlic.cli import main as kdlic
 from kdlic.errors import KdlicError
 from kdlic.evaluation.bd import bd_psnr, bd_rate
 from kdlic.evaluation.reference import COMPRESSAI_HYPERPRIOR
-from kdlic.zoo import zoo_info, zoo_names, zoo_teacher
+from kdlic.zoo import zoo_info as read_zoo_info
+from kdlic.zoo import zoo_names, zoo_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND = "python benchmarks/zoo_results.py"
+
+# each call reads the model's checkpoint; the zoo does not change during a run
+zoo_info = functools.cache(read_zoo_info)
 
 
 def groups() -> dict[str, list[str]]:
@@ -70,6 +75,17 @@ def _students(work: Path) -> dict[tuple[int, float, str], tuple[float, float]]:
             for k, v in _points(json.loads((work / f"{group}.json").read_text())).items()}
 
 
+def _bd_cells(curves: list[list[float]]) -> list[str]:
+    """[BD-rate %, BD-PSNR dB] of (ref bpp, ref PSNR, test bpp, test PSNR), as table cells."""
+    cells = []
+    for fn, spec in ((bd_rate, "+.1f"), (bd_psnr, "+.2f")):
+        try:
+            cells.append(format(fn(*curves), spec))
+        except KdlicError as exc:  # e.g. PSNR not increasing with rate along a curve
+            cells.append(f"n/a ({exc})")
+    return cells
+
+
 def kd_pairs(work: Path) -> str:
     """Each KD student against its no-KD twin (same N, lambda, steps, seed and data):
     the difference at each lambda, and the BD-rate over the lambdas where both exist."""
@@ -93,12 +109,7 @@ def kd_pairs(work: Path) -> str:
         # (no-KD bpps, no-KD PSNRs, KD bpps, KD PSNRs) over the shared lambdas
         curves = [[points[n, lm, p][i] for lm in lambdas] for p in ("none", preset)
                   for i in (0, 1)]
-        cells = []
-        for fn, spec in ((bd_rate, "+.1f"), (bd_psnr, "+.2f")):
-            try:
-                cells.append(format(fn(*curves), spec))
-            except KdlicError as exc:  # e.g. PSNR not increasing with rate along a curve
-                cells.append(f"n/a ({exc})")
+        cells = _bd_cells(curves)
         rows.append(f"| {n} | {preset} | {', '.join(map(str, lambdas))} | {cells[0]} | "
                     f"{cells[1]} |")
     return "\n".join(rows) + "\n"
@@ -110,12 +121,7 @@ def teachers_vs_compressai(work: Path) -> str:
     ours = sorted(zip(doc["results"]["bpp"], doc["results"]["psnr-rgb"], strict=True))
     ref = COMPRESSAI_HYPERPRIOR
     curves = [ref["bpp"], ref["psnr-rgb"], [b for b, _ in ours], [q for _, q in ours]]
-    cells = []
-    for fn, spec in ((bd_rate, "+.1f"), (bd_psnr, "+.2f")):
-        try:
-            cells.append(format(fn(*curves), spec))
-        except KdlicError as exc:
-            cells.append(f"n/a ({exc})")
+    cells = _bd_cells(curves)
     return ("## Teachers against CompressAI\n\n"
             f"Our {len(ours)} teachers against {ref['name']}, {len(ref['bpp'])} qualities: "
             f"BD-rate **{cells[0]} %** (the extra rate our teachers need for the same PSNR), "
@@ -155,8 +161,8 @@ def _covers(target: Path, models: list[str] | None) -> bool:
     try:
         listed = json.loads(target.read_text())["models"]
         return (sorted(m["model"] for m in listed) == sorted(models)
-                and all(m.get("steps", zoo_info(m["model"])["steps"])
-                        == zoo_info(m["model"])["steps"] for m in listed))
+                and all("steps" not in m or m["steps"] == zoo_info(m["model"])["steps"]
+                        for m in listed))
     except (ValueError, KeyError, TypeError, KdlicError):
         return False
 

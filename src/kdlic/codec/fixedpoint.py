@@ -138,10 +138,13 @@ class TableSelector:
             raise ValueError("scale table entries must increase and be at least 2**-F apart")
         if len(thresholds) > 255:
             raise ValueError("more than 256 scale tables")
+        if thresholds[0] < 0:
+            raise ValueError("scale table entries must be positive")
         self.top = thresholds[-1] + 1  # any scale above the last threshold: last table
-        q = torch.arange(self.top + 1, dtype=torch.int64)
-        self.lut = torch.searchsorted(torch.tensor(thresholds, dtype=torch.int64), q,
-                                      right=False).to(torch.uint8).to(device)
+        # table i for q in (T_{i-1}, T_i] (table 0 from q = 0): runs of equal bytes
+        bounds = torch.tensor([-1, *thresholds, self.top], dtype=torch.int64)
+        self.lut = torch.repeat_interleave(torch.arange(len(thresholds) + 1, dtype=torch.uint8),
+                                           bounds.diff()).to(device)
 
     def __call__(self, scales_fixed: Tensor) -> Tensor:
         """Table index (int64) of each scale (float64 integers in units of 2**-F)."""
