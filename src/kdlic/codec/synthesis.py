@@ -33,9 +33,8 @@ TF32, and the image is one stripe.
 once and the layers run in bf16, where the device has native bf16 kernels (autocast
 would convert the weights again in every call, for every stripe). bf16 keeps 8
 significant bits: weights, activations and latents above 256 in magnitude are rounded
-to that precision alike (keeping the first layer in float32 for exact large latents cost
-about 2 ms of the N=16 student's 20 ms decode, for an error of the same size as the
-weights' own rounding). The latents and
+to that precision alike (a float32 first layer, exact for large latents, would only
+trade speed for an error no larger than the weights' own rounding). The latents and
 the file are unchanged (g_s is the decoder's alone); the pixels are those of a bf16
 g_s, a few levels from the float32 ones, and still a function of the file on a given
 machine whatever the worker count.

@@ -43,6 +43,7 @@ def zoo_info(name: str) -> dict[str, Any]:
         "lmbda": meta.get("lmbda"),
         "kind": meta.get("kind"),
         "steps": meta.get("step"),
+        "train_s": meta.get("elapsed_s"),  # training wall-clock up to the shipped step
         "teacher": cfg.get("teacher"),
         "preset": cfg.get("kd", {}).get("preset"),
         "data": cfg.get("data", {}).get("train"),
