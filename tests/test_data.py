@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from PIL import Image
 
 from kdlic.data import CropSource, StepBatches, find_images
 from kdlic.data.sampling import split_train_val, validation_crops
@@ -63,3 +64,18 @@ def test_validation_split_and_crops_are_deterministic(image_dir):
     assert crops.equal(validation_crops(CropSource(val, 64)))
     with pytest.raises(KdlicError, match="multiple of 64"):
         CropSource(val, 100)
+
+
+def test_downscaled_crops_show_more_of_the_image(tmp_path):
+    ramp = np.tile(np.arange(256, dtype=np.uint8), (256, 1))  # value = column
+    Image.fromarray(np.stack([ramp] * 3, axis=2)).save(tmp_path / "ramp.png")
+    plain = CropSource([tmp_path / "ramp.png"], crop=64)
+    wide = CropSource([tmp_path / "ramp.png"], crop=64, downscale=0.25)
+    spans = []
+    for seed in range(8):
+        a = plain.random_crop(np.random.default_rng(seed))["x"]
+        b = wide.random_crop(np.random.default_rng(seed))["x"]
+        assert a.shape == b.shape == (3, 64, 64)
+        assert float(a.max() - a.min()) * 255 == pytest.approx(63, abs=1)
+        spans.append(float(b.max() - b.min()) * 255)  # a region 64-256 px wide, resized
+    assert min(spans) >= 62 and max(spans) > 150

@@ -14,6 +14,7 @@ from kdlic.training.config import (
 )
 from kdlic.training.losses import RateDistortion
 from kdlic.training.trainer import Trainer
+from kdlic.utils.checkpoint import read_checkpoint
 
 
 def make_trainer(cfg, resume=False):
@@ -36,7 +37,19 @@ def test_training_writes_checkpoints_and_log(tiny_cfg):
     assert last.meta["step"] == 6 and last.meta["config"] == tiny_cfg
 
 
-def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(tiny_cfg, tmp_path):
+RECIPES = {
+    "plain": {},
+    # the recipe options at once: the averaged weights, the warm-up, mixed
+    # quantisation and downscaled crops must all resume exactly too (the final decay
+    # depends on schedule.steps, which this test changes)
+    "recipe": {"optim": {"ema": 0.9, "warmup_steps": 3},
+               "quantization": "mixed", "data": {"downscale": 0.5}},
+}
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(tiny_cfg, tmp_path, recipe):
+    tiny_cfg = resolve_config(tiny_cfg, overrides=[RECIPES[recipe]])
     straight = copy.deepcopy(tiny_cfg)
     straight["run_dir"] = str(tmp_path / "straight")
     make_trainer(straight).fit()
@@ -55,10 +68,14 @@ def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(tiny_cfg, tmp_
     best = load_model(tmp_path / "stopped" / "best.pt").meta["elapsed_s"]
     assert 0 < first < resumed and 0 < best <= resumed
 
-    a = load_model(tmp_path / "straight" / "last.pt").state_dict()
-    b = load_model(tmp_path / "stopped" / "last.pt").state_dict()
-    for name in a:
-        assert torch.equal(a[name], b[name]), name
+    a = read_checkpoint(tmp_path / "straight" / "last.pt")
+    b = read_checkpoint(tmp_path / "stopped" / "last.pt")
+    for name in a["state_dict"]:
+        assert torch.equal(a["state_dict"][name], b["state_dict"][name]), name
+    if recipe == "recipe":  # and the raw weights next to the averaged ones
+        raw_a, raw_b = a["train_state"]["raw_model"], b["train_state"]["raw_model"]
+        assert all(torch.equal(raw_a[k], raw_b[k]) for k in raw_a)
+        assert not all(torch.equal(raw_a[k], a["state_dict"][k]) for k in raw_a)
     log = (tmp_path / "stopped" / "metrics.jsonl").read_text().splitlines()
     steps = [(json.loads(r)["split"], json.loads(r)["step"]) for r in log]
     assert len(steps) == len(set(steps)), "resumed log repeats records"
@@ -84,8 +101,13 @@ def test_config_rejects_unknown_keys_and_bad_values(tmp_path):
     with pytest.raises(KdlicError, match="unknown config key 'data.crp'"):
         resolve_config(TRAIN_DEFAULTS, overrides=[parse_override("data.crp=64")])
     cfg = resolve_config(TRAIN_DEFAULTS, overrides=[parse_override("lmbda=-1")])
-    with pytest.raises(KdlicError, match="lmbda must be a positive number"):
+    with pytest.raises(KdlicError, match="lmbda must be a positive finite number"):
         check_train_config(cfg)
+    for override in ("lmbda=.inf", "optim.lr=.inf", "optim.lr=.nan", "optim.ema=1.0",
+                     "quantization=round", "data.downscale=0", "data.train=[]"):
+        cfg = resolve_config(TRAIN_DEFAULTS, overrides=[parse_override(override)])
+        with pytest.raises(KdlicError, match=override.split("=")[0]):
+            check_train_config(cfg)
     cfg = resolve_config(TRAIN_DEFAULTS, overrides=[parse_override("data.val_count=abc")])
     with pytest.raises(KdlicError, match="data.val_count must be a non-negative integer"):
         check_train_config(cfg)
@@ -106,3 +128,78 @@ def test_bf16_auto_follows_the_device(monkeypatch):
     for native in (True, False):
         monkeypatch.setattr(dev, "fast_bf16", lambda d, native=native: native)
         assert dev.resolve_bf16("auto", cpu) is native
+
+
+def test_learning_rate_warms_up_and_decays_to_the_floor(tiny_cfg):
+    tiny_cfg["optim"].update(lr=1e-3, warmup_steps=4, decay_steps=10, min_lr=1e-5)
+    tiny_cfg["schedule"]["steps"] = 20
+    trainer = make_trainer(tiny_cfg)
+    lrs = [trainer.learning_rate(s) for s in range(20)]
+    assert lrs[:4] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3])
+    assert lrs[4:11] == pytest.approx([1e-3] * 7)  # flat until the last 10 steps
+    assert all(a > b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+    assert 1e-5 < lrs[-1] < 1e-4
+    trainer.plateau.scale = 0.5  # plateau halvings multiply in
+    assert trainer.learning_rate(5) == pytest.approx(5e-4)
+
+
+def test_plateau_halves_after_patience_validations_without_a_best(tiny_cfg):
+    tiny_cfg["optim"].update(plateau_patience=1, plateau_factor=0.5)
+    trainer = make_trainer(tiny_cfg)
+    for value in (3.0, 2.0, 2.5, 2.5, 2.5, 1.0):
+        trainer.plateau.update(value)
+    assert trainer.plateau.scale == 0.5  # one halving after two bad ones; the third resets
+    tiny_cfg["optim"]["plateau_patience"] = None
+    trainer = make_trainer(tiny_cfg)
+    for value in (1.0, 2.0, 2.0, 2.0):
+        trainer.plateau.update(value)
+    assert trainer.plateau.scale == 1.0
+
+
+def test_ema_validates_and_saves_the_averaged_weights(tiny_cfg):
+    tiny_cfg["optim"]["ema"] = 0.5
+    trainer = make_trainer(tiny_cfg)
+    trainer.fit()
+    saved = read_checkpoint(trainer.run_dir / "last.pt")
+    ema = trainer.ema.state_dict()
+    raw = trainer.model.state_dict()
+    assert all(torch.equal(saved["state_dict"][k], ema[k]) for k in ema)
+    assert all(torch.equal(saved["train_state"]["raw_model"][k], raw[k]) for k in raw)
+    assert not torch.equal(ema["g_a.0.weight"], raw["g_a.0.weight"])
+    tiny_cfg["optim"]["ema"] = 0.0  # resuming it without EMA would lose the average
+    with pytest.raises(KdlicError, match="optim.ema on"):
+        make_trainer(tiny_cfg, resume=True)
+
+
+def test_mixed_quantization_rounds_what_the_synthesis_sees():
+    torch.manual_seed(0)
+    model = build_model("scale-hyperprior", 8, 16).train()
+    model.quantization = "mixed"
+    x = 50 * torch.rand(1, 3, 64, 64)  # large enough that y is not all rounded to 0
+    out = model(x)
+    y = model.g_a(x)
+    assert torch.allclose(out["y_hat"], torch.round(y), atol=1e-5)
+    assert out["y_hat"].abs().sum() > 0
+    out["x_hat"].sum().backward()
+    assert model.g_a[0].weight.grad.abs().sum() > 0  # straight-through: g_a still learns
+    model.quantization = "noise"
+    torch.manual_seed(1)
+    noisy = model(x)["y_hat"]
+    assert not torch.allclose(noisy, torch.round(noisy))
+
+
+def test_non_finite_loss_stops_without_saving(tiny_cfg):
+    last = make_trainer(tiny_cfg).run_dir / "last.pt"
+    make_trainer(tiny_cfg).fit()
+    good = last.read_bytes()
+    tiny_cfg["schedule"]["steps"] = 9
+    trainer = make_trainer(tiny_cfg, resume=True)
+
+    def nan_loss(model, batch):
+        terms = RateDistortion(1.0)(model, batch)
+        return {**terms, "loss": terms["loss"] * float("nan")}
+
+    trainer.objective = nan_loss
+    with pytest.raises(KdlicError, match="loss became nan at step 7"):
+        trainer.fit()
+    assert last.read_bytes() == good

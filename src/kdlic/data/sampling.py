@@ -32,11 +32,13 @@ class CropSource:
     occur in real images. Files that fail to decode are skipped with a warning.
     """
 
-    def __init__(self, paths: Sequence[Path], crop: int, cache_mb: float = 4096) -> None:
+    def __init__(self, paths: Sequence[Path], crop: int, cache_mb: float = 4096,
+                 downscale: float | None = None) -> None:
         if crop <= 0 or crop % 64:
             raise KdlicError(f"crop size must be a positive multiple of 64, got {crop}")
         self.paths = list(paths)
         self.crop = crop
+        self.downscale = downscale  # smallest random downscaling factor; None: off
         self._cache: dict[int, np.ndarray] = {}
         self._cache_budget = int(cache_mb * 2**20)
         self._broken: set[int] = set()
@@ -77,11 +79,21 @@ class CropSource:
     def crop_at(
         self, index: int, img: np.ndarray, rng: np.random.Generator
     ) -> dict[str, torch.Tensor]:
-        """A random crop of decoded image ``index`` (subclasses add targets to it)."""
+        """A random crop of decoded image ``index`` (subclasses add targets to it).
+
+        With ``downscale``, a region ``crop / f`` pixels wide (f uniform in
+        [downscale, 1], capped by the image) is cropped and resized to ``crop``.
+        """
         h, w = img.shape[:2]
-        top = int(rng.integers(h - self.crop + 1))
-        left = int(rng.integers(w - self.crop + 1))
-        patch = img[top : top + self.crop, left : left + self.crop]
+        side = self.crop
+        if self.downscale is not None:
+            side = min(h, w, round(self.crop / rng.uniform(self.downscale, 1.0)))
+        top = int(rng.integers(h - side + 1))
+        left = int(rng.integers(w - side + 1))
+        patch = img[top : top + side, left : left + side]
+        if side != self.crop:  # antialiased, as a camera's downsampling would be
+            patch = np.asarray(Image.fromarray(patch).resize((self.crop, self.crop),
+                                                              Image.LANCZOS))
         if rng.random() < 0.5:
             patch = patch[:, ::-1]
         return {"x": to_tensor(patch)}

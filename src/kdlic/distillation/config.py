@@ -56,6 +56,9 @@ def check_distill_config(cfg: dict[str, Any]) -> None:
     require(cfg["kd"]["cache"] in ("none", "memory", "disk"),
             f"kd.cache must be none, memory or disk, got {cfg['kd']['cache']!r}")
     check_number(cfg, "kd.temperature")
+    require(cfg["kd"]["cache"] == "none" or cfg["data"]["downscale"] is None,
+            "data.downscale needs a live teacher (kd.cache none): cached teacher outputs "
+            "exist only for unscaled, grid-aligned crops")
     hybrid = cfg["kd"]["preset"] == "hybrid"
     require(not hybrid or bool(cfg["teacher2"]),
             "the hybrid preset needs a second teacher: set `teacher2`")

@@ -21,6 +21,11 @@ from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
 
+def straight_through_round(x: Tensor) -> Tensor:
+    """``round(x)`` in the forward pass, the identity's gradient in the backward pass."""
+    return x + (torch.round(x) - x).detach()
+
+
 class ScaleHyperprior(_CompressAIScaleHyperprior):
     """Scale hyperprior with ``N`` transform channels, ``M`` latent channels.
 
@@ -57,6 +62,10 @@ class ScaleHyperprior(_CompressAIScaleHyperprior):
         # models always run in fp32: their likelihoods are differences of CDFs, which
         # bf16's 8-bit mantissa would ruin. Set by the trainer, not saved.
         self.autocast_dtype: torch.dtype | None = None
+        # Training quantisation, set by the trainer, not saved: "noise" (uniform noise
+        # for rate and synthesis) or "mixed" (noise for the rate, straight-through
+        # rounding for what h_s and g_s see; Minnen & Singh, ICIP 2020). Eval rounds.
+        self.quantization = "noise"
 
     @property
     def arch_args(self) -> dict[str, Any]:
@@ -87,8 +96,14 @@ class ScaleHyperprior(_CompressAIScaleHyperprior):
         y = self._transform(self.g_a, x)
         z = self._transform(self.h_a, torch.abs(y))
         z_hat, z_likelihoods = self.entropy_bottleneck(z)
+        if self.training and self.quantization == "mixed":
+            # Round z around its medians, as compress() does.
+            medians = self.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1)
+            z_hat = straight_through_round(z - medians) + medians
         scales_hat = self._transform(self.h_s, z_hat)
         y_hat, y_likelihoods = self.gaussian_conditional(y, scales_hat)
+        if self.training and self.quantization == "mixed":
+            y_hat = straight_through_round(y)
         x_hat = self._transform(self.g_s, y_hat)
         return {
             "x_hat": x_hat,

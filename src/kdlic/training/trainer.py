@@ -1,7 +1,7 @@
 """The training loop shared by ``kdlic train`` and ``kdlic distill``.
 
-Resumable exactly: a checkpoint holds the step, model, both optimizers, the LR
-scheduler and the torch RNG (quantisation noise); batches depend only on
+Resumable exactly: a checkpoint holds the step, model (raw and averaged), both
+optimizers, the plateau state and the torch RNG (quantisation noise); batches depend only on
 (seed, step) (:mod:`kdlic.data.sampling`). Checkpoints are written atomically to
 ``last.pt`` every few minutes and at the end, and to ``best.pt`` when the
 validation RD loss improves; a run killed at any moment resumes from ``last.pt``.
@@ -10,6 +10,7 @@ Metrics go to ``metrics.jsonl`` (one JSON object per line, ``split`` = train/val
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -58,14 +59,15 @@ def init_model(model_cfg: dict[str, Any], seed: int) -> nn.Module:
 def load_data(cfg: dict[str, Any]) -> tuple[CropSource, Tensor]:
     """Training crop source and the fixed validation crops (n, 3, val_crop, val_crop)."""
     data = cfg["data"]
-    train_files = find_images(data["train"], "train")
+    folders = [data["train"]] if isinstance(data["train"], str) else data["train"]
+    train_files = sorted(f for folder in folders for f in find_images(folder, "train"))
     if data["val"]:
         val_files = find_images(data["val"], "test")
     else:
         train_files, val_files = split_train_val(train_files, data["val_count"])
     if not val_files:
         raise KdlicError("no validation images: set data.val or data.val_count > 0")
-    train = CropSource(train_files, data["crop"], data["cache_mb"])
+    train = CropSource(train_files, data["crop"], data["cache_mb"], data["downscale"])
     val = validation_crops(CropSource(val_files, data["val_crop"], cache_mb=0))
     log.info("data: %d training images, %d validation crops", len(train_files), len(val))
     return train, val
@@ -77,6 +79,42 @@ def _log_step(line: str) -> int | None:
         return int(json.loads(line)["step"])
     except (ValueError, KeyError, TypeError):
         return None
+
+
+class Plateau:
+    """Halve the lr (``factor``) after ``patience`` validations without a new best.
+
+    ``patience`` None disables it. Kept apart from the warm-up and decay, which
+    :meth:`Trainer.learning_rate` multiplies in.
+    """
+
+    def __init__(self, patience: int | None, factor: float) -> None:
+        self.patience, self.factor = patience, factor
+        self.scale, self.best, self.bad = 1.0, math.inf, 0
+
+    def update(self, value: float) -> None:
+        if value < self.best:
+            self.best, self.bad = value, 0
+        elif self.patience is not None:
+            self.bad += 1
+            if self.bad > self.patience:
+                self.scale, self.bad = self.scale * self.factor, 0
+
+    def state_dict(self) -> dict[str, float]:
+        return {"scale": self.scale, "best": self.best, "bad": self.bad}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.scale, self.best, self.bad = state["scale"], state["best"], int(state["bad"])
+
+
+def setattr_state(module: nn.Module, name: str, value: Tensor) -> None:
+    """Replace the parameter or buffer ``name`` (dotted) of ``module`` by ``value``."""
+    *path, leaf = name.split(".")
+    owner = module.get_submodule(".".join(path))
+    if leaf in owner._parameters:
+        owner._parameters[leaf] = nn.Parameter(value, requires_grad=False)
+    else:
+        owner._buffers[leaf] = value
 
 
 class Trainer:
@@ -128,12 +166,12 @@ class Trainer:
         self.main_params = main
         self.optimizer = torch.optim.Adam(main, lr=cfg["optim"]["lr"])
         self.aux_optimizer = torch.optim.Adam(aux, lr=cfg["optim"]["aux_lr"])
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer,
-            factor=cfg["optim"]["plateau_factor"],
-            patience=cfg["optim"]["plateau_patience"],
-            min_lr=cfg["optim"]["min_lr"],
-        )
+        self.model.quantization = cfg["quantization"]
+        # The averaged weights (optim.ema): what validation, best.pt and exports see.
+        self.ema: nn.Module | None = None
+        if cfg["optim"]["ema"]:
+            self.ema = copy.deepcopy(self.model).requires_grad_(False)
+        self.plateau = Plateau(cfg["optim"]["plateau_patience"], cfg["optim"]["plateau_factor"])
         self.step = 0
         self.best_rd = math.inf
         self.elapsed_s = 0.0  # training wall-clock over all resumes, up to _segment_start
@@ -176,15 +214,23 @@ class Trainer:
             "last_val": self.last_val,
             "optimizer": self.optimizer.state_dict(),
             "aux_optimizer": self.aux_optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            "plateau": self.plateau.state_dict(),
+            # With EMA the checkpoint's weights are the average; the raw ones are here.
+            "raw_model": None if self.ema is None else self.model.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(self.device)
             if self.device.type == "cuda" else None,
         }
 
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights to validate and ship: the EMA copy if there is one."""
+        return self.model if self.ema is None else self.ema
+
     def save(self, name: str) -> None:
         if self.ddp.is_main:
-            save_checkpoint(self.run_dir / name, self.model, self._meta(), self._train_state())
+            save_checkpoint(self.run_dir / name, self.eval_model, self._meta(),
+                            self._train_state())
 
     def _resume(self) -> None:
         path = self.run_dir / "last.pt"
@@ -196,11 +242,16 @@ class Trainer:
                 f"{path} holds {ckpt['arch']}{ckpt['arch_args']}, but this run builds "
                 f"{self.model.arch}{self.model.arch_args}"
             )
-        self.model.load_state_dict(ckpt["state_dict"])
         st = ckpt["train_state"]
+        if (st.get("raw_model") is None) != (self.ema is None):
+            raise KdlicError(f"{path} was written with optim.ema "
+                             f"{'off' if st.get('raw_model') is None else 'on'}; resume it so")
+        self.eval_model.load_state_dict(ckpt["state_dict"])
+        if self.ema is not None:
+            self.model.load_state_dict(st["raw_model"])
         self.optimizer.load_state_dict(st["optimizer"])
         self.aux_optimizer.load_state_dict(st["aux_optimizer"])
-        self.scheduler.load_state_dict(st["scheduler"])
+        self.plateau.load_state_dict(st["plateau"])
         torch.set_rng_state(st["torch_rng"])
         if self.device.type == "cuda" and st.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(st["cuda_rng"], self.device)
@@ -233,6 +284,8 @@ class Trainer:
     def train_step(self, batch: dict[str, Tensor]) -> dict[str, float]:
         """One optimisation step on ``batch`` (``x``: (B, 3, H, W)); returns its terms."""
         self.model.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate(self.step)
         terms = self.objective(self.train_model, batch)
         self.optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
@@ -244,19 +297,46 @@ class Trainer:
         all_reduce_mean([p.grad for g in self.aux_optimizer.param_groups for p in g["params"]],
                         self.ddp)
         self.aux_optimizer.step()
+        if self.ema is not None:
+            self._update_ema()
         values = torch.stack([v.detach().float() for v in (*terms.values(), aux_loss)])
         all_reduce_mean([values], self.ddp)  # log the global batch's terms, not this shard's
         return dict(zip([*terms, "aux_loss"], values.tolist(), strict=True))
 
+    def learning_rate(self, step: int) -> float:
+        """The main optimizer's lr at ``step``: warm-up, plateau halvings, final decay."""
+        opt, total = self.cfg["optim"], self.cfg["schedule"]["steps"]
+        lr = opt["lr"] * self.plateau.scale
+        if step < opt["warmup_steps"]:
+            lr *= (step + 1) / opt["warmup_steps"]
+        into_decay = step - (total - opt["decay_steps"])
+        if opt["decay_steps"] and into_decay >= 0:
+            cosine = 0.5 * (1 + math.cos(math.pi * into_decay / opt["decay_steps"]))
+            lr = opt["min_lr"] + (lr - opt["min_lr"]) * cosine
+        return max(lr, opt["min_lr"])
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        # The usual bias-free start: the average forgets its initial weights as fast as
+        # a (1 + n) / (10 + n) decay allows, then settles at optim.ema.
+        decay = min(self.cfg["optim"]["ema"], (1 + self.step) / (10 + self.step))
+        ema, raw = self.ema.state_dict(), self.model.state_dict()
+        for name, value in raw.items():
+            if value.is_floating_point() and ema[name].shape == value.shape:
+                ema[name].lerp_(value, 1 - decay)
+            else:  # integer buffers, or entropy tables resized by update()
+                setattr_state(self.ema, name, value.clone())
+
     @torch.no_grad()
     def validate(self, val: Tensor) -> dict[str, float]:
-        """Mean terms over the validation crops, model in eval mode (rounding)."""
-        self.model.eval()
+        """Mean terms over the validation crops, eval weights in eval mode (rounding)."""
+        model = self.eval_model
+        model.eval()
         sums: dict[str, float] = defaultdict(float)
         bs = self.cfg["data"]["batch_size"]
         for i in range(0, len(val), bs):
             x = val[i : i + bs].to(self.device)
-            for k, v in self.objective(self.model, {"x": x}).items():
+            for k, v in self.objective(model, {"x": x}).items():
                 sums[k] += float(v) * len(x)
         means = {k: v / len(val) for k, v in sums.items()}
         means["psnr"] = psnr_from_mse(means["mse"])
@@ -299,6 +379,10 @@ class Trainer:
                 if self._should_stop():
                     break
                 terms = self.train_step({k: v.to(self.device) for k, v in batch.items()})
+                if not math.isfinite(terms["loss"]):
+                    # Stop before anything is saved: last.pt and best.pt stay good.
+                    raise KdlicError(f"the loss became {terms['loss']} at step {self.step + 1}; "
+                                     "stopped without saving (lower optim.lr?)")
                 self.step += 1
                 bar.update(1)
                 for k, v in terms.items():
@@ -331,7 +415,7 @@ class Trainer:
 
     def _validate_and_select(self, val: Tensor) -> None:
         metrics = self.validate(val)
-        self.scheduler.step(metrics["rd_loss"])
+        self.plateau.update(metrics["rd_loss"])
         self.last_val = {"step": self.step, **metrics}
         self._log({"split": "val", "lr": self.optimizer.param_groups[0]["lr"], **self.last_val})
         if metrics["rd_loss"] < self.best_rd:
