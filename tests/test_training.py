@@ -37,6 +37,22 @@ def test_training_writes_checkpoints_and_log(tiny_cfg):
     assert last.meta["step"] == 6 and last.meta["config"] == tiny_cfg
 
 
+def test_snapshots_keep_fp16_eval_weights_every_k_steps(tiny_cfg):
+    tiny_cfg["schedule"]["snapshot_every"] = 2
+    tiny_cfg["optim"]["ema"] = 0.9
+    trainer = make_trainer(tiny_cfg)
+    trainer.fit()
+    snaps = sorted((trainer.run_dir / "snapshots").iterdir())
+    assert [p.name for p in snaps] == ["step-0000002.pt", "step-0000004.pt", "step-0000006.pt"]
+    ckpt = read_checkpoint(snaps[-1])
+    assert "train_state" not in ckpt and ckpt["meta"]["step"] == 6
+    last = read_checkpoint(trainer.run_dir / "last.pt")["state_dict"]  # the EMA weights
+    for name, value in ckpt["state_dict"].items():
+        if value.is_floating_point():
+            assert value.dtype == torch.float16
+            torch.testing.assert_close(value.float(), last[name].half().float())
+
+
 RECIPES = {
     "plain": {},
     # the recipe options at once: the averaged weights, the warm-up, mixed
@@ -149,6 +165,7 @@ def test_plateau_halves_after_patience_validations_without_a_best(tiny_cfg):
     for value in (3.0, 2.0, 2.5, 2.5, 2.5, 1.0):
         trainer.plateau.update(value)
     assert trainer.plateau.scale == 0.5  # one halving after two bad ones; the third resets
+    del trainer  # its run directory lock with it
     tiny_cfg["optim"]["plateau_patience"] = None
     trainer = make_trainer(tiny_cfg)
     for value in (1.0, 2.0, 2.0, 2.0):
@@ -203,3 +220,39 @@ def test_non_finite_loss_stops_without_saving(tiny_cfg):
     with pytest.raises(KdlicError, match="loss became nan at step 7"):
         trainer.fit()
     assert last.read_bytes() == good
+
+
+def test_a_second_trainer_on_the_same_run_dir_is_refused(tiny_cfg):
+    first = make_trainer(tiny_cfg)
+    with pytest.raises(KdlicError, match="in use by another trainer"):
+        make_trainer(tiny_cfg)
+    first.fit()  # releases the lock
+    make_trainer(tiny_cfg, resume=True)
+
+
+def test_a_second_trainer_process_is_refused(tiny_cfg, tmp_path):
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path;"
+        "from kdlic.training.trainer import lock_run_dir;"
+        f"f = lock_run_dir(Path({tiny_cfg['run_dir']!r})); print('locked', flush=True);"
+        "time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(KdlicError, match="in use by another trainer"):
+            make_trainer(tiny_cfg)
+    finally:
+        holder.kill()
+        holder.wait()
+    make_trainer(tiny_cfg).fit()  # a killed holder leaves no lock behind
+
+
+def test_resume_removes_temporary_files_of_a_killed_checkpoint_write(tiny_cfg):
+    run = make_trainer(tiny_cfg).run_dir
+    make_trainer(tiny_cfg).fit()
+    stale = run / ".last.pt.abc123.tmp"
+    stale.write_bytes(b"x" * 1000)
+    make_trainer(tiny_cfg, resume=True)
+    assert not stale.exists() and (run / "last.pt").is_file()

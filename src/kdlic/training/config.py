@@ -63,6 +63,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
         "minutes": None,  # wall-clock budget over all resumes; None = no limit
         "val_every": 500,
         "checkpoint_minutes": 5.0,
+        # Keep the eval weights (fp16, no training state) every K steps in
+        # run_dir/snapshots/ for a learning curve (benchmarks/learning_curve.py); 0: off.
+        "snapshot_every": 0,
         "log_every": 20,
     },
     "runtime": {
@@ -196,6 +199,7 @@ def check_train_config(cfg: dict[str, Any]) -> None:
     for key in ("steps", "val_every", "log_every"):
         check_number(cfg, f"schedule.{key}", integer=True)
     check_number(cfg, "schedule.checkpoint_minutes")
+    check_number(cfg, "schedule.snapshot_every", integer=True, zero_ok=True)
     check_number(cfg, "schedule.minutes", none_ok=True)
     check_number(cfg, "runtime.threads", integer=True, none_ok=True)
     require(cfg["runtime"]["bf16"] in (True, False, "auto"),

@@ -11,6 +11,7 @@ Metrics go to ``metrics.jsonl`` (one JSON object per line, ``split`` = train/val
 from __future__ import annotations
 
 import copy
+import fcntl
 import json
 import logging
 import math
@@ -19,7 +20,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 import yaml
@@ -107,6 +108,28 @@ class Plateau:
         self.scale, self.best, self.bad = state["scale"], state["best"], int(state["bad"])
 
 
+def lock_run_dir(run_dir: Path) -> IO[Any]:
+    """An exclusive lock on ``run_dir`` (created if missing) for as long as the returned
+    file stays open; the system drops it when the process dies, so a crash leaves none.
+
+    Raises:
+        KdlicError: another process holds it (two trainers would interleave the log and
+            the checkpoints).
+    """
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        f = open(run_dir / ".lock", "w")  # noqa: SIM115 - held for the trainer's life
+    except OSError as exc:
+        raise KdlicError(f"cannot use run directory {run_dir}: {exc.strerror or exc}") from exc
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise KdlicError(f"{run_dir} is in use by another trainer; wait for it to finish "
+                         "or choose another --run-dir") from None
+    return f
+
+
 def setattr_state(module: nn.Module, name: str, value: Tensor) -> None:
     """Replace the parameter or buffer ``name`` (dotted) of ``module`` by ``value``."""
     *path, leaf = name.split(".")
@@ -150,6 +173,7 @@ class Trainer:
             torch.set_num_threads(rt["threads"])
         torch.manual_seed(rt["seed"] + self.ddp.rank)
         self.run_dir = Path(cfg["run_dir"]).expanduser()
+        self._lock = lock_run_dir(self.run_dir) if self.ddp.is_main else None
         if not resume and (self.run_dir / "last.pt").exists():
             raise KdlicError(f"{self.run_dir} already holds a run (last.pt): continue it "
                              "with --resume, or choose another --run-dir")
@@ -232,8 +256,19 @@ class Trainer:
             save_checkpoint(self.run_dir / name, self.eval_model, self._meta(),
                             self._train_state())
 
+    def save_snapshot(self) -> None:
+        """The eval weights at this step, fp16 without training state (as the zoo ships
+        them), to ``run_dir/snapshots/step-NNNNNNN.pt``."""
+        if self.ddp.is_main:
+            save_checkpoint(self.run_dir / "snapshots" / f"step-{self.step:07d}.pt",
+                            self.eval_model, self._meta(), half=True)
+
     def _resume(self) -> None:
         path = self.run_dir / "last.pt"
+        # Temporary files of a checkpoint write cut short by a kill (atomic_open's
+        # names); no one else writes here while we hold the lock.
+        for stale in self.run_dir.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
         ckpt = read_checkpoint(path)
         if "train_state" not in ckpt:
             raise KdlicError(f"{path} has no training state to resume from")
@@ -350,7 +385,18 @@ class Trainer:
         return bool(flag.item() > 0)
 
     def fit(self) -> dict[str, float]:
-        """Train until ``schedule.steps`` or ``schedule.minutes``; returns the last validation."""
+        """Train until ``schedule.steps`` or ``schedule.minutes``; returns the last validation.
+
+        The run directory's lock (taken when the trainer was made) is released at the end.
+        """
+        try:
+            return self._fit()
+        finally:
+            if self._lock is not None:
+                self._lock.close()
+                self._lock = None
+
+    def _fit(self) -> dict[str, float]:
         sched, data_cfg = self.cfg["schedule"], self.cfg["data"]
         source, val = load_data(self.cfg)
         if self.wrap_source is not None:
@@ -398,6 +444,8 @@ class Trainer:
                     window, window_n = defaultdict(float), 0
                 if self.step % sched["val_every"] == 0 or self.step == sched["steps"]:
                     self._validate_and_select(val)
+                if sched["snapshot_every"] and self.step % sched["snapshot_every"] == 0:
+                    self.save_snapshot()
                 if time.monotonic() - last_ckpt >= sched["checkpoint_minutes"] * 60:
                     self.save("last.pt")
                     last_ckpt = time.monotonic()
