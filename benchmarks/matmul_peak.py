@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kdlic.evaluation.profile import host_info, measure_matmul_peak
+from kdlic.evaluation.profile import measure_matmul_peak
+from kdlic.utils.device import host_info
 
 
 def main() -> int:

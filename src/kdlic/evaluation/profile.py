@@ -42,7 +42,6 @@ import gc
 import json
 import math
 import os
-import platform
 import re
 import resource
 import subprocess
@@ -62,6 +61,7 @@ from tqdm import tqdm
 from kdlic.data.images import padded_size
 from kdlic.errors import KdlicError
 from kdlic.models import display_name, load_model
+from kdlic.utils.device import host_info
 from kdlic.utils.threads import torch_threads
 
 NOT_METERED = "not metered"
@@ -451,17 +451,6 @@ def _loadavg() -> list[float] | None:
         return [round(v, 2) for v in os.getloadavg()]
     except OSError:
         return None
-
-
-def host_info() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "torch": torch.__version__,
-            "python": platform.python_version(), "platform": platform.platform()}
 
 
 @torch.no_grad()

@@ -35,7 +35,7 @@ from kdlic.models import build_model
 from kdlic.training.distributed import Dist, all_reduce_mean, init_distributed, resolve_device
 from kdlic.training.losses import Objective, psnr_from_mse
 from kdlic.utils.checkpoint import read_checkpoint, save_checkpoint
-from kdlic.utils.device import parse_device, resolve_bf16
+from kdlic.utils.device import host_info, parse_device, resolve_bf16
 from kdlic.utils.files import atomic_write, jsonable
 
 log = logging.getLogger(__name__)
@@ -185,6 +185,10 @@ class Trainer:
             log.info("bf16 transforms: %s (auto: %s)", "on" if bf16 else "off",
                      "native on this device" if bf16 else "no native bf16 kernels here")
         self.model.autocast_dtype = torch.bfloat16 if bf16 else None
+        # Where this segment of the run trains (a resumed run may move between machines):
+        # step times and learning curves mean little without it.
+        self.machine = {**host_info(), "device": str(self.device), "bf16": bf16,
+                        "threads": torch.get_num_threads(), "processes": self.ddp.world_size}
         self.objective = objective
         main, aux = split_parameters(self.model)
         self.main_params = main
@@ -221,6 +225,7 @@ class Trainer:
             "lmbda": self.cfg["lmbda"],
             "step": self.step,
             "elapsed_s": round(self._elapsed(), 3),  # ms: short resumes must still add up
+            "machine": self.machine,
             "config": self.cfg,
             "metrics": {"val": self.last_val, "best_val_rd_loss": self.best_rd},
         }

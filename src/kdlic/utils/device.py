@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
 import torch
 
 from kdlic.errors import KdlicError
@@ -43,3 +49,16 @@ def fast_bf16(device: torch.device) -> bool:
 def resolve_bf16(setting: bool | str, device: torch.device) -> bool:
     """``runtime.bf16``: true, false, or "auto" (true where :func:`fast_bf16`)."""
     return fast_bf16(device) if setting == "auto" else bool(setting)
+
+
+def host_info() -> dict[str, Any]:
+    """What machine this is: CPU model, logical CPUs, torch, Python, platform."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    # str(): torch's version is a str subclass that weights_only loading refuses
+    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "torch": str(torch.__version__),
+            "python": platform.python_version(), "platform": platform.platform()}

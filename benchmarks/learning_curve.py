@@ -1,0 +1,141 @@
+"""Kodak learning curve of a training run, from its snapshots (``schedule.snapshot_every``).
+
+Every snapshot (``RUN_DIR/snapshots/step-NNNNNNN.pt``: the fp16 eval weights, as the zoo
+ships them) is compressed and decoded on Kodak with real bitstreams once; its figures are
+cached beside it (``step-NNNNNNN.kodak.json``), so re-running after more training only
+evaluates the new snapshots. The run's warm start (``init`` in its config) is the first
+point, and its steps and hours are added to the run's, so the x axis is the model's whole
+training.
+
+    python benchmarks/learning_curve.py ~/.cache/kdlic/runs/teacher-q5-long \\
+        -o docs/results/teacher-q5-curve
+
+writes ``teacher-q5-curve.csv`` (one row per point: steps, hours, Kodak bpp, PSNR,
+MS-SSIM, the RD cost ``bpp + lambda * 255^2 * MSE`` that training minimises, and the
+machine the step was trained on) and ``teacher-q5-curve.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import torch
+import yaml
+
+from kdlic.data.images import find_images
+from kdlic.evaluation.evaluate import evaluate_models
+from kdlic.models import load_model
+from kdlic.utils.checkpoint import read_checkpoint
+from kdlic.utils.files import atomic_write, write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+KODAK = ROOT.parent / "shared/data/kodak"
+# Issue 11's bar for teacher-q5: WebP's level on Kodak (33.0 dB at 0.67 bpp).
+BAR_PSNR, BAR_BPP = 33.0, 0.70
+COLUMNS = ["total_steps", "run_step", "hours", "bpp", "psnr", "ms_ssim", "rd_cost",
+           "cpu", "device", "bf16", "threads"]
+
+
+def kodak_figures(spec: str, images: list[Path], lmbda: float, cache: Path | None) -> dict:
+    """Mean real-bitstream figures of ``spec`` on ``images`` (read from ``cache`` if there)."""
+    if cache is not None and cache.is_file():
+        return json.loads(cache.read_text())
+    res = evaluate_models([spec], images, "learning curve", progress=False)
+    per_image = res["models"][0]["per_image"]
+    figures = {
+        "bpp": res["results"]["bpp"][0],
+        "psnr": res["results"]["psnr-rgb"][0],
+        "ms_ssim": res["results"]["ms-ssim-rgb"][0],
+        # per-image MSE from PSNR: the cost training minimises, averaged like the loss
+        "rd_cost": sum(r["bpp"] + lmbda * 255**2 * 10 ** (-r["psnr-rgb"] / 10)
+                       for r in per_image) / len(per_image),
+        "images": len(per_image),
+    }
+    if cache is not None:
+        write_json(cache, figures)
+    return figures
+
+
+def machine_columns(meta: dict) -> dict:
+    machine = meta.get("machine") or {}
+    return {k: machine.get(k, "not recorded") for k in ("cpu", "device", "bf16", "threads")}
+
+
+def curve_rows(run_dir: Path, images: list[Path]) -> list[dict]:
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    lmbda = cfg["lmbda"]
+    rows = []
+    init_steps, init_hours = 0, 0.0
+    if cfg.get("init"):
+        meta = load_model(cfg["init"]).meta
+        init_steps, init_hours = meta.get("step", 0), meta.get("elapsed_s", 0.0) / 3600
+        cache = run_dir / "snapshots" / "init.kodak.json"
+        rows.append({"total_steps": init_steps, "run_step": 0, "hours": init_hours,
+                     **kodak_figures(cfg["init"], images, lmbda, cache),
+                     **machine_columns(meta)})
+    for snap in sorted((run_dir / "snapshots").glob("step-*.pt")):
+        meta = read_checkpoint(snap)["meta"]
+        figures = kodak_figures(str(snap), images, lmbda, snap.with_suffix(".kodak.json"))
+        rows.append({"total_steps": init_steps + meta["step"], "run_step": meta["step"],
+                     "hours": init_hours + meta["elapsed_s"] / 3600, **figures,
+                     **machine_columns(meta)})
+        print(f"step {meta['step']}: {figures['bpp']:.4f} bpp, {figures['psnr']:.2f} dB, "
+              f"RD cost {figures['rd_cost']:.4f}", flush=True)
+    return rows
+
+
+def plot(rows: list[dict], title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["total_steps"] / 1000 for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    panels = [("psnr", "Kodak PSNR (dB)", BAR_PSNR), ("bpp", "Kodak bpp", BAR_BPP),
+              ("rd_cost", "RD cost (bpp + lambda 255^2 MSE)", None)]
+    for ax, (key, label, bar) in zip(axes, panels, strict=True):
+        ax.plot(steps, [r[key] for r in rows], "o-", ms=3)
+        if bar is not None:
+            ax.axhline(bar, color="tab:red", ls="--", lw=1, label="bar (WebP's level)")
+            ax.legend(loc="best", fontsize=8)
+        ax.set_xlabel("training steps (thousands, 8 crops of 128 px)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    plt.close(fig)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="output stem: writes STEM.csv and STEM.png")
+    p.add_argument("--kodak", type=Path, default=KODAK)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    run_dir = args.run_dir.expanduser()
+    rows = curve_rows(run_dir, find_images(args.kodak))
+    out = args.output
+    atomic_write(out.with_suffix(".csv"), lambda f: _write_csv(f, rows), mode="w")
+    plot(rows, f"{run_dir.name}: Kodak, real bitstreams", out.with_suffix(".png"))
+    print(f"wrote {out.with_suffix('.csv')} and {out.with_suffix('.png')} ({len(rows)} points)")
+    return 0
+
+
+def _write_csv(f, rows: list[dict]) -> None:
+    writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()})
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
