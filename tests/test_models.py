@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 
@@ -86,8 +88,12 @@ def test_loading_never_unpickles_code(tmp_path):
             return (print, ("pwned",))
 
     torch.save({"format": "kdlic-checkpoint", "x": Evil()}, tmp_path / "evil.pt")
-    with pytest.raises(KdlicError, match="refusing to load"):
+    with pytest.raises(KdlicError, match="refusing to load") as info:
         load_model(tmp_path / "evil.pt")
+    # PyTorch's advice to retry with weights_only=False is not passed on.
+    message = str(info.value)
+    assert "kdlic never loads such files" in message and "print" in message
+    assert "weights_only" not in message and "\n" not in message
 
 
 def test_truncated_checkpoint_is_reported(tiny_model, tmp_path):
@@ -122,3 +128,74 @@ def test_compressai_weights_from_a_local_file(tiny_model, tmp_path):
     torch.save(tiny_model.state_dict(), tmp_path / "w.pth.tar")
     model = load_model(f"compressai:bmshj2018-hyperprior:3:{tmp_path / 'w.pth.tar'}")
     assert model.arch_args["N"] == 8 and model.meta["lmbda"] == 0.0067
+
+
+def _edited_checkpoint(model, tmp_path, edit) -> str:
+    save_checkpoint(tmp_path / "m.pt", model, {})
+    ckpt = torch.load(tmp_path / "m.pt", weights_only=True)
+    edit(ckpt)
+    torch.save(ckpt, tmp_path / "bad.pt")
+    return str(tmp_path / "bad.pt")
+
+
+MALFORMED = {
+    "extra arch_args key": (lambda c: c["arch_args"].update(depth=3),
+                            "unknown scale-hyperprior argument(s): depth"),
+    "arch not a string": (lambda c: c.update(arch=7), "'arch' must be a string"),
+    "arch_args a list": (lambda c: c.update(arch_args=[8, 16]), "'arch_args' must be a mapping"),
+    "state_dict a list": (lambda c: c.update(state_dict=[1, 2]), "'state_dict' must be a mapping"),
+    "weight not a tensor": (lambda c: c["state_dict"].update({"g_a.0.weight": "w"}),
+                            "'g_a.0.weight' is a str, not a tensor"),
+    "N a string": (lambda c: c["arch_args"].update(N="8"), "N must be a positive integer"),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_malformed_checkpoint_metadata_is_refused(tiny_model, tmp_path, case):
+    edit, message = MALFORMED[case]
+    with pytest.raises(KdlicError, match=re.escape(message)) as info:
+        load_model(_edited_checkpoint(tiny_model, tmp_path, edit))
+    assert "\n" not in str(info.value)
+
+
+def test_sizes_are_checked_against_the_weights_before_building(tiny_model, tmp_path,
+                                                                monkeypatch):
+    """N=20000 with an empty state dict once allocated 5.4 GB before failing."""
+    from kdlic.models import registry
+
+    built = []
+
+    class Spy(registry.ARCHITECTURES["scale-hyperprior"]):
+        def __init__(self, N, M, z_channels=None):
+            real = not isinstance(torch.empty(0), torch._subclasses.FakeTensor)
+            built.append(real)
+            assert not (real and N > 1000), "a real N=20000 model was about to be built"
+            super().__init__(N, M, z_channels)
+
+    monkeypatch.setitem(registry.ARCHITECTURES, "scale-hyperprior", Spy)
+
+    def huge(ckpt):
+        ckpt["arch_args"]["N"] = 20000
+        ckpt["state_dict"] = {}
+
+    with pytest.raises(KdlicError, match="weights do not fit scale-hyperprior"):
+        load_model(_edited_checkpoint(tiny_model, tmp_path, huge))
+    assert built == [False]  # only the shape-only model was built
+    load_model(tmp_path / "m.pt")  # a good file: shapes checked, then built for real
+    assert built == [False, False, True]
+
+
+@pytest.mark.parametrize("tensor", ["g_a.0.weight", "h_s.0.bias", "entropy_bottleneck.quantiles",
+                                    "g_s.6.weight"])
+@pytest.mark.parametrize("half", [False, True])
+def test_non_finite_weights_are_refused_at_load_time(tiny_model, tmp_path, tensor, half):
+    with torch.no_grad():
+        tiny_model.state_dict()[tensor].view(-1)[0] = float("nan" if half else "inf")
+    save_checkpoint(tmp_path / "nan.pt", tiny_model, {}, half=half, pack=half)
+    with pytest.raises(KdlicError, match=f"weight tensor '{tensor}' holds NaN or infinite"):
+        load_model(tmp_path / "nan.pt")
+
+
+def test_a_name_too_long_for_a_file_is_a_clean_error():
+    with pytest.raises(KdlicError, match="no checkpoint file or zoo model"):
+        load_model("x" * 300)

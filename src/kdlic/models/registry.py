@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 from kdlic.errors import KdlicError
-from kdlic.models.hyperprior import ScaleHyperprior
+from kdlic.models import bmshj2018, cheng2020, mbt2018  # noqa: F401 - they register themselves
+from kdlic.models.base import ARCHITECTURES, COMPRESSAI_NAMES, Architecture
 from kdlic.utils.checkpoint import read_checkpoint
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {
-    "scale-hyperprior": ScaleHyperprior,
-}
 # Checkpoint file names that say nothing about the model: its folder names it instead.
 GENERIC_STEMS = {"best", "last", "model", "checkpoint", "final", "weights"}
-# CompressAI zoo names -> our architecture (same parameter names, so weights load as-is).
-COMPRESSAI_ARCHITECTURES = {"bmshj2018-hyperprior": "scale-hyperprior"}
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -27,30 +25,108 @@ def _positive_int(name: str, value: Any) -> int:
     return value
 
 
-def build_model(arch: str, N: int, M: int, z_channels: int | None = None) -> nn.Module:
-    """A freshly initialised model; :class:`KdlicError` for unknown names or bad sizes."""
+def build_model(arch: str, N: int, M: int | None = None, **arch_args: int | None) -> nn.Module:
+    """A freshly initialised ``arch`` of the given size; :class:`KdlicError` for unknown
+    names, arguments the architecture does not take, or sizes that are not positive
+    integers. Arguments given as None take the architecture's default.
+
+    Example: ``build_model("mbt2018-mean", N=64, M=96)``, ``build_model("cheng2020-anchor",
+    N=64)``, ``build_model("scale-hyperprior", 32, 192, z_channels=128)``.
+    """
     if arch not in ARCHITECTURES:
         raise KdlicError(f"unknown architecture {arch!r} (known: {', '.join(ARCHITECTURES)})")
-    N = _positive_int("N", N)
-    M = _positive_int("M", M)
-    if z_channels is not None:
-        z_channels = _positive_int("z_channels", z_channels)
-    return ARCHITECTURES[arch](N, M, z_channels)
+    cls = ARCHITECTURES[arch]
+    given = {k: v for k, v in {"N": N, "M": M, **arch_args}.items() if v is not None}
+    unknown = sorted(set(given) - set(cls.arg_names))
+    if unknown:
+        raise KdlicError(f"{arch} takes {', '.join(cls.arg_names)}, not {', '.join(unknown)}")
+    return cls(**{k: _positive_int(k, v) for k, v in given.items()})
+
+
+def adopt(model: nn.Module) -> nn.Module:
+    """A kdlic model for ``model``: itself if its architecture is registered, else (a plain
+    CompressAI instance, e.g. from ``compressai.zoo``) the registered class built to its
+    size with its weights copied (same parameter names; it stays an instance of the
+    CompressAI class). Keeps ``meta``, ``source`` and the train/eval mode.
+
+    Raises:
+        KdlicError: no registered architecture extends ``type(model)``.
+    """
+    if isinstance(model, Architecture):
+        return model
+    for cls in ARCHITECTURES.values():
+        if cls.compressai_class() is type(model):
+            state = model.state_dict()
+            kdlic_model = cls(**cls.args_from_state(state))
+            kdlic_model.load_state_dict(state)
+            kdlic_model.train(model.training)
+            for attr in ("meta", "source"):
+                if hasattr(model, attr):
+                    setattr(kdlic_model, attr, getattr(model, attr))
+            return kdlic_model.to(next(model.parameters()).device)
+    known = ", ".join(cls.compressai_class().__name__ for cls in ARCHITECTURES.values())
+    raise KdlicError(f"kdlic has no architecture for {type(model).__name__} (it reads {known}; "
+                     "register one with kdlic.models.register_architecture)")
 
 
 def model_from_state(
     arch: str, arch_args: dict[str, Any], state_dict: dict[str, torch.Tensor], source: str
 ) -> nn.Module:
-    """Build ``arch(**arch_args)`` and load ``state_dict`` into it (fp16 -> fp32)."""
-    model = build_model(arch, **arch_args)
+    """Build ``arch(**arch_args)`` and load ``state_dict`` into it (fp16 -> fp32).
+
+    A file is checked before anything of the model's size is allocated: its arguments
+    against the constructor's, then its weights against a model built from fake tensors
+    (shapes only, no memory), so ``N=20000`` with a small state dict costs nothing.
+    Non-finite weights are refused: a NaN makes the codec fail deep in its entropy
+    coder, or write files that cannot be decoded, or decode to black.
+    """
+    _check_arch_args(arch, arch_args, source)
+    _check_finite(state_dict, source)
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        _load_weights(_build(arch, arch_args, source), arch, arch_args, state_dict, source)
+    model = _load_weights(_build(arch, arch_args, source), arch, arch_args, state_dict, source)
+    return model.float().eval()
+
+
+def _check_arch_args(arch: str, arch_args: dict[str, Any], source: str) -> None:
+    """Refuse arguments the architecture's constructor does not take."""
+    cls = ARCHITECTURES.get(arch)
+    if cls is None:
+        return  # build_model names the unknown architecture
+    params = inspect.signature(cls).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    unknown = sorted(set(arch_args) - {p.name for p in params})
+    if unknown:
+        raise KdlicError(f"{source}: unknown {arch} argument(s): {', '.join(unknown)}")
+
+
+def _check_finite(state_dict: dict[str, Any], source: str) -> None:
+    for name, value in state_dict.items():
+        if (isinstance(value, torch.Tensor) and value.is_floating_point()
+                and not bool(torch.isfinite(value).all())):
+            raise KdlicError(f"{source}: weight tensor {name!r} holds NaN or infinite values")
+
+
+def _build(arch: str, arch_args: dict[str, Any], source: str) -> nn.Module:
+    try:
+        return build_model(arch, **arch_args)
+    except KdlicError as exc:
+        raise KdlicError(f"{source}: {exc}") from None
+    except (TypeError, ValueError) as exc:  # an argument of a type the constructor chokes on
+        raise KdlicError(f"{source}: cannot build {arch} from {arch_args!r}: {exc}") from None
+
+
+def _load_weights(model: nn.Module, arch: str, arch_args: dict[str, Any],
+                  state_dict: dict[str, Any], source: str) -> nn.Module:
     try:
         model.load_state_dict(state_dict)
-    except (RuntimeError, KeyError) as exc:
+    except (RuntimeError, KeyError, AttributeError, TypeError, ValueError) as exc:
         args = ", ".join(f"{k}={v}" for k, v in arch_args.items())
-        first = str(exc).strip().splitlines()
-        detail = first[1].strip() if len(first) > 1 else first[0][:200]
+        first = str(exc).strip().splitlines() or [type(exc).__name__]
+        detail = (first[1].strip() if len(first) > 1 else first[0])[:200]
         raise KdlicError(f"{source}: weights do not fit {arch}({args}): {detail}") from exc
-    return model.float().eval()
+    return model
 
 
 def _compressai_model(spec: str) -> nn.Module:
@@ -62,10 +138,10 @@ def _compressai_model(spec: str) -> nn.Module:
     if len(parts) < 3:
         raise KdlicError(f"bad CompressAI model name {spec!r}; expected compressai:ARCH:QUALITY")
     _, name, quality = parts[:3]
-    if name not in COMPRESSAI_ARCHITECTURES:
+    if name not in COMPRESSAI_NAMES:
         raise KdlicError(
             f"CompressAI architecture {name!r} is not supported "
-            f"(supported: {', '.join(COMPRESSAI_ARCHITECTURES)})"
+            f"(supported: {', '.join(COMPRESSAI_NAMES)})"
         )
     try:
         url = cai_zoo.model_urls[name]["mse"][int(quality)]
@@ -87,11 +163,11 @@ def _compressai_model(spec: str) -> nn.Module:
         raise KdlicError(f"cannot read weights {weights}: {type(exc).__name__}") from exc
     try:
         state = load_pretrained(state)
-        N = state["g_a.0.weight"].size(0)
-        M = state["g_a.6.weight"].size(0)
-    except (KeyError, AttributeError, TypeError):
+        arch = COMPRESSAI_NAMES[name]
+        arch_args = ARCHITECTURES[arch].args_from_state(state)
+    except (KeyError, AttributeError, TypeError, IndexError):
         raise KdlicError(f"{weights} does not hold {name} weights") from None
-    model = model_from_state(COMPRESSAI_ARCHITECTURES[name], {"N": N, "M": M}, state, str(weights))
+    model = model_from_state(arch, arch_args, state, str(weights))
     model.meta = {"source": spec, "lmbda": _compressai_lambda(int(quality))}
     return model
 
@@ -153,7 +229,11 @@ def load_model(spec: str | Path) -> nn.Module:
         model.source = spec
         return model
     path = Path(spec)
-    if not path.exists():
+    try:
+        exists = path.exists()
+    except OSError:  # e.g. a name too long to be a file: it can still be a zoo name
+        exists = False
+    if not exists:
         from kdlic.zoo import zoo_path
 
         zoo_file = zoo_path(spec)

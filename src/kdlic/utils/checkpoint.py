@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import re
 import zipfile
 import zlib
 from pathlib import Path
@@ -85,8 +86,12 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
-        raise KdlicError(f"refusing to load {path}: not plain data ({first})") from exc
+        # PyTorch's message suggests retrying with weights_only=False, i.e. running the
+        # file's code: not advice to pass on. Name what the file asked for instead.
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        what = f" (it names {found.group(1)})" if found else ""
+        raise KdlicError(f"refusing to load {path}: it holds more than plain data{what}; "
+                         "kdlic never loads such files, as loading them could run code") from exc
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
         raise KdlicError(f"cannot read checkpoint {path}: truncated or not a checkpoint") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
@@ -99,9 +104,24 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     for key in ("arch", "arch_args", "state_dict", "meta"):
         if key not in ckpt:
             raise KdlicError(f"{path}: checkpoint lacks '{key}'")
+    _check_types(ckpt, path)
     if "packed_half" in ckpt:
         ckpt["state_dict"] = {**ckpt["state_dict"], **unpack_half(ckpt.pop("packed_half"), path)}
     return ckpt
+
+
+def _check_types(ckpt: dict[str, Any], path: Path) -> None:
+    """Refuse metadata of the wrong type, which would fail later as a TypeError."""
+    if not isinstance(ckpt["arch"], str):
+        raise KdlicError(f"{path}: 'arch' must be a string, got {type(ckpt['arch']).__name__}")
+    for key in ("arch_args", "state_dict", "meta"):
+        if not isinstance(ckpt[key], dict) or not all(isinstance(k, str) for k in ckpt[key]):
+            raise KdlicError(f"{path}: '{key}' must be a mapping with string keys, got "
+                             f"{type(ckpt[key]).__name__}")
+    for name, value in ckpt["state_dict"].items():
+        if not isinstance(value, torch.Tensor):
+            raise KdlicError(f"{path}: state_dict entry {name!r} is a "
+                             f"{type(value).__name__}, not a tensor")
 
 
 def pack_half(tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -123,7 +143,8 @@ def unpack_half(packed: Any, path: str | Path) -> dict[str, torch.Tensor]:
         names, shapes = list(packed["names"]), [list(s) for s in packed["shapes"]]
         sizes = [math.prod(int(d) for d in s) for s in shapes]
         count = sum(sizes)
-        if len(names) != len(shapes) or count > MAX_PACKED_VALUES:
+        if (len(names) != len(shapes) or count > MAX_PACKED_VALUES
+                or not all(isinstance(n, str) for n in names)):
             raise ValueError("bad tensor list")
         planes = []
         for key in ("low", "high"):

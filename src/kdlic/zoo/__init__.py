@@ -21,9 +21,12 @@ def zoo_names() -> list[str]:
 
 
 def zoo_path(name: str) -> Path | None:
-    """The weights file of zoo model ``name``, or None if there is none."""
-    path = WEIGHTS_DIR / f"{name}.pt"
-    return path if "/" not in name and path.is_file() else None
+    """The weights file of zoo model ``name``, or None if there is none.
+
+    ``name`` is only compared with the shipped names, never used as a path: it may come
+    from a file (a ``.kdl`` header), and be anything (``../x``, 300 bytes long).
+    """
+    return WEIGHTS_DIR / f"{name}.pt" if name in zoo_names() else None
 
 
 def zoo_info(name: str) -> dict[str, Any]:
