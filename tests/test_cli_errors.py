@@ -111,3 +111,40 @@ def test_a_run_is_never_overwritten_without_resume(kdlic, image_dir, tmp_path):
     before = (tmp_path / "last.pt").read_bytes()
     assert_clean_error(kdlic(*args), "already holds a run")
     assert (tmp_path / "last.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("override,message", [
+    ("optim.lr=[1", "expected ',' or ']'"),
+    ("optim.lr=!!python/object/apply:os.system ['echo pwned']",
+     "could not determine a constructor for the tag"),
+])
+def test_set_values_must_be_plain_yaml(kdlic, image_dir, tmp_path, override, message):
+    proc = kdlic("train", "--N", 8, "--M", 16, "--data", image_dir, "--run-dir", tmp_path / "r",
+                 "--set", override)
+    assert_clean_error(proc, "is not plain YAML", message)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("args,config,message", [
+    (["--lr", "inf"], None, "optim.lr must be a positive finite number"),
+    ([], "optim:\n  lr: .inf\n", "optim.lr must be a positive finite number"),
+    ([], "lmbda: .inf\n", "lmbda must be a positive finite number"),
+    (["--lmbda", "nan"], None, "lmbda must be a positive finite number"),
+])
+def test_non_finite_hyperparameters_are_refused(kdlic, image_dir, tmp_path, args, config,
+                                                 message):
+    if config is not None:
+        (tmp_path / "c.yaml").write_text(config)
+        args = [*args, "-c", tmp_path / "c.yaml"]
+    proc = kdlic("train", "--N", 8, "--M", 16, "--data", image_dir, "--run-dir", tmp_path / "r",
+                 *args)
+    assert_clean_error(proc, message)
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_invalid_config_file_is_one_line(kdlic, image_dir, tmp_path):
+    (tmp_path / "c.yaml").write_text("optim:\n  lr: [1\n")
+    proc = kdlic("train", "-c", tmp_path / "c.yaml", "--data", image_dir,
+                 "--run-dir", tmp_path / "r")
+    assert_clean_error(proc, "is not valid YAML", "line 3")
+    assert not (tmp_path / "r").exists()

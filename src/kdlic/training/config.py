@@ -104,7 +104,20 @@ def parse_override(text: str) -> dict[str, Any]:
     if "=" not in text:
         raise KdlicError(f"override {text!r} is not of the form key.path=value")
     key, raw = text.split("=", 1)
-    return nested(key.strip(), yaml.safe_load(raw) if raw else None)
+    try:
+        value = yaml.safe_load(raw) if raw else None
+    except yaml.YAMLError as exc:  # invalid YAML, or a tag such as !!python/... (unsafe)
+        raise KdlicError(f"override {text!r}: the value is not plain YAML "
+                         f"({yaml_problem(exc)})") from exc
+    return nested(key.strip(), value)
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message as one line: the problem and where it is."""
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or str(exc)
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return " ".join(f"{problem}{where}".split())
 
 
 def nested(key: str, value: Any) -> dict[str, Any]:
@@ -125,7 +138,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise KdlicError(f"config {path} is not valid YAML: {exc}") from exc
+        raise KdlicError(f"config {path} is not valid YAML: {yaml_problem(exc)}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
