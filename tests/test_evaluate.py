@@ -96,3 +96,40 @@ def test_padding_is_cropped_back(tiny_model):
     img = (np.random.default_rng(0).random((70, 90, 3)) * 255).astype(np.uint8)
     out = codec.decode(codec.encode(img))
     assert out.size == (90, 70) and out.mode == "RGB"
+
+
+def test_evaluate_skips_and_counts_decompression_bombs(image_dir, tmp_path, caplog,
+                                                       monkeypatch):
+    """A 109 KB 30000x30000 PNG once aborted the run with DecompressionBombError; a
+    12000x12000 one (above the codec's 2^26 pixels) is skipped before it is decoded."""
+    from PIL import ImageFile
+
+    from kdlic.cli import main
+    from kdlic.models import build_model
+    from kdlic.utils.checkpoint import save_checkpoint
+    from tests.conftest import write_png_bomb
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in ("img0.png", "img1.png"):
+        (folder / name).write_bytes((image_dir / "set0" / "img0.png").read_bytes())
+    write_png_bomb(folder / "bomb.png", 30000, 30000)
+    write_png_bomb(folder / "large.png", 12000, 12000)
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "m.pt", build_model("scale-hyperprior", 8, 16), {})
+    real_load = ImageFile.ImageFile.load
+
+    def load(self):
+        assert self.width * self.height < 10**6, "a bomb was decoded"
+        return real_load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    out = tmp_path / "r.json"
+    with caplog.at_level("WARNING"):
+        code = main(["evaluate", str(tmp_path / "m.pt"), "-i", str(folder), "-o", str(out),
+                     "--no-progress"])
+    assert code == 0
+    assert "skipped 1 unreadable image(s) of 4" in caplog.text
+    assert "skipped 1 image(s) larger than 67108864 pixels of 4" in caplog.text
+    data = json.loads(out.read_text())
+    assert [r["image"] for r in data["models"][0]["per_image"]] == ["img0.png", "img1.png"]

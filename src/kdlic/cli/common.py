@@ -70,6 +70,11 @@ def run_overrides(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def quiet_logging() -> None:
     """INFO logs on stderr; silence third-party deprecation noise."""
+    from PIL import Image
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    # Pillow warns above 89 Mpx; the codec's limit (2^26 = 67 Mpx) is checked from the
+    # header and refused in one line, so the warning would only add three lines to it.
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)

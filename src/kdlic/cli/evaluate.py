@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from kdlic.cli.common import quiet_logging
+from kdlic.codec.format import MAX_PIXELS
 from kdlic.data.images import find_images
 from kdlic.evaluation.evaluate import evaluate_models
 from kdlic.utils.files import write_json
@@ -40,7 +41,9 @@ def run(args: argparse.Namespace) -> int:
     quiet_logging()
     if args.threads:
         torch.set_num_threads(args.threads)
-    images = find_images(args.images, "test")
+    # Files Pillow refuses as decompression bombs, or declaring more pixels than the
+    # codec takes, are skipped and counted, like unreadable ones, before any is decoded.
+    images = find_images(args.images, "test", max_pixels=MAX_PIXELS)
     name = args.name or Path(args.models[0]).stem
     out = evaluate_models(args.models, images, name, args.description, args.device,
                           progress=not args.no_progress)

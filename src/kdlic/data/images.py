@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,8 +27,16 @@ def padded_size(side: int) -> int:
     return (side + 63) // 64 * 64
 
 
-def open_image(source: str | Path | Image.Image | np.ndarray) -> Image.Image:
-    """A PIL image from a path, a PIL image or an (H, W[, C]) uint8 array, upright."""
+def open_image(source: str | Path | bytes | Image.Image | np.ndarray,
+               max_pixels: int | None = None, name: str | None = None) -> Image.Image:
+    """A PIL image from a path, a file's bytes, a PIL image or an (H, W[, C]) uint8
+    array, upright.
+
+    With ``max_pixels``, a file declaring more pixels is refused from its header, before
+    any pixel is decoded: a 17 KB PNG can declare 12000x12000 (1.9 GB, 17 s to decode).
+    Of an animated file (GIF, WebP, APNG) only the first frame is used, with a warning.
+    ``name`` names bytes in messages.
+    """
     if isinstance(source, np.ndarray):
         try:
             return Image.fromarray(source)
@@ -36,17 +45,30 @@ def open_image(source: str | Path | Image.Image | np.ndarray) -> Image.Image:
                              "as an image") from exc
     if isinstance(source, Image.Image):
         return ImageOps.exif_transpose(source)
-    path = Path(source)
-    if path.is_dir():
-        raise KdlicError(f"{path} is a directory, not an image")
+    if isinstance(source, bytes):
+        name = name or "image data"
+        if not source:
+            raise KdlicError(f"{name} is empty")
+        file: Path | io.BytesIO = io.BytesIO(source)
+    else:
+        file = Path(source)
+        name = name or str(file)
+        if file.is_dir():
+            raise KdlicError(f"{file} is a directory, not an image")
     try:
-        with Image.open(path) as img:
+        with Image.open(file) as img:
+            if max_pixels is not None and img.width * img.height > max_pixels:
+                raise KdlicError(f"image {name} is {img.width}x{img.height}: more than "
+                                 f"{max_pixels} pixels")
+            frames = getattr(img, "n_frames", 1)
+            if frames > 1:
+                log.warning("%s has %d frames: only the first one is used", name, frames)
             img.load()
             return ImageOps.exif_transpose(img)
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError,
             SyntaxError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        raise KdlicError(f"cannot read image {path}: {reason}") from exc
+        raise KdlicError(f"cannot read image {name}: {reason}") from exc
 
 
 def split_channels(img: Image.Image) -> tuple[str, np.ndarray, np.ndarray | None]:
@@ -91,13 +113,15 @@ def _vimeo_files(root: Path, split: str) -> list[Path] | None:
     return None
 
 
-def find_images(root: str | Path, split: str = "train", check: bool = True) -> list[Path]:
+def find_images(root: str | Path, split: str = "train", check: bool = True,
+                max_pixels: int | None = None) -> list[Path]:
     """Image files under ``root`` (recursively), sorted, unreadable ones skipped.
 
     If ``root`` is a Vimeo90K folder (it holds ``sep_trainlist.txt`` or
     ``tri_trainlist.txt``), the frames listed for ``split`` ("train"/"test") are used.
     With ``check``, each file's header is read (no full decode) and files that are
-    not images are reported as a warning with a count, then skipped.
+    not images, or that Pillow refuses as decompression bombs, or (with ``max_pixels``)
+    that declare more pixels, are reported as a warning with a count, then skipped.
 
     Raises:
         KdlicError: ``root`` is missing, not a folder, or holds no readable image.
@@ -114,18 +138,22 @@ def find_images(root: str | Path, split: str = "train", check: bool = True) -> l
                 p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
             )
     if check:
-        bad = []
+        bad, large = [], []
         for path in files:
             try:
-                with Image.open(path) as img:
-                    img.size  # noqa: B018 - reading the header is the check
-            except (OSError, UnidentifiedImageError, ValueError):
+                with Image.open(path) as img:  # reads the header only
+                    if max_pixels is not None and img.width * img.height > max_pixels:
+                        large.append(path)
+            except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
                 bad.append(path)
-        if bad:
-            shown = ", ".join(str(p) for p in bad[:3]) + (" ..." if len(bad) > 3 else "")
-            log.warning("skipped %d unreadable image(s) of %d: %s", len(bad), len(files), shown)
-            bad_set = set(bad)
-            files = [p for p in files if p not in bad_set]
+        for skipped, what in ((bad, "unreadable image(s)"),
+                              (large, f"image(s) larger than {max_pixels} pixels")):
+            if skipped:
+                shown = ", ".join(str(p) for p in skipped[:3]) + (" ..." if len(skipped) > 3
+                                                                  else "")
+                log.warning("skipped %d %s of %d: %s", len(skipped), what, len(files), shown)
+        skipped_set = set(bad + large)
+        files = [p for p in files if p not in skipped_set]
     if not files:
         raise KdlicError(
             f"no readable images in {root} (looked for {', '.join(IMAGE_EXTENSIONS)})"
