@@ -1,5 +1,9 @@
 """Fuzzing the parser and decoder: only clean errors, no crash, no hang.
 
+The header's model name is fuzzed too: whatever it says (a path, a ``compressai:``
+spec with a file, 255 bytes), decompressing without ``--model`` must refuse it in one
+line without opening any file but the input (and the zoo's, for a zoo name).
+
 Random bytes mostly stop at the magic or the checksum, so the mutation tests also
 recompute the CRC: the mutated header fields, streams, escapes and alpha then reach
 the real decoder (rANS included). Each example must either decode to an image of the
@@ -9,6 +13,7 @@ segfault, a hang past the deadline) fails the test.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import zlib
 
@@ -20,7 +25,9 @@ from PIL import Image
 
 from kdlic.codec import Codec, unpack
 from kdlic.codec import format as fmt
+from kdlic.codec.files import decompress_files
 from kdlic.errors import KdlicError
+from kdlic.zoo import WEIGHTS_DIR
 from tests.test_codec import make_model, smooth
 
 FUZZ = settings(max_examples=150, deadline=5000, derandomize=True,
@@ -110,3 +117,33 @@ def test_arbitrary_streams_behind_a_valid_header(codec, seeds, payloads):
     """Any z / y / escape payloads (rANS garbage), with a correct header and checksum."""
     header, _ = unpack(seeds[0])
     check(codec, fmt.pack(header, payloads))
+
+
+SPEC_PREFIXES = ["compressai:bmshj2018-hyperprior:3:", "compressai:bmshj2018-hyperprior:",
+                 "compressai:", "random:", "random:N=8,M=16", "/", "../", "./", "~/", "file://",
+                 "\\\\server\\share\\", "student-n16-l1", "a.pt"]
+header_names = st.one_of(
+    st.text(max_size=300),
+    st.builds(str.__add__, st.sampled_from(SPEC_PREFIXES), st.text(max_size=280)),
+    st.builds(str.__mul__, st.sampled_from(["x", "é", "/", "../", "€"]),
+              st.integers(1, 300)),
+    st.sampled_from(["compressai:bmshj2018-hyperprior:3:/etc/passwd", "/dev/zero",
+                     "/proc/self/environ", "student-n16-l1", "teacher-q5/../teacher-q5"]),
+)
+
+
+@FUZZ
+@given(name=header_names)
+def test_header_names_never_reach_the_file_system(seeds, tmp_path, opened_files, name):
+    header, streams = unpack(seeds[0])
+    source, out = tmp_path / "in.kdl", tmp_path / "out.png"
+    source.write_bytes(fmt.pack(dataclasses.replace(header, model_name=name), streams))
+    opened_files.clear()
+    with pytest.raises(KdlicError) as info:
+        decompress_files([str(source)], str(out), progress=False)
+    assert str(info.value) and "\n" not in str(info.value)
+    foreign = {p for p in opened_files
+               if p != str(source) and not p.startswith(str(WEIGHTS_DIR))
+               and not p.endswith((".py", ".pyc", ".so"))}  # lazy imports
+    assert not foreign
+    assert not out.exists()

@@ -149,9 +149,10 @@ class Codec:
         return np.repeat(np.arange(self.z_channels, dtype=np.int64), shape[0] * shape[1])
 
     @torch.no_grad()
-    def encode(self, image: str | Path | Image.Image | np.ndarray) -> bytes:
-        """Compress an image (path, PIL image or uint8 array) to container bytes."""
-        image = open_image(image)
+    def encode(self, image: str | Path | bytes | Image.Image | np.ndarray) -> bytes:
+        """Compress an image (path, file bytes, PIL image or uint8 array) to container
+        bytes. A file too large for the format is refused before its pixels are decoded."""
+        image = open_image(image, max_pixels=MAX_PIXELS)
         with one_thread(self.device):
             return self._encode(image)
 
@@ -202,9 +203,13 @@ class Codec:
             )
 
     @torch.no_grad()
-    def decode(self, data: bytes) -> Image.Image:
-        """Decompress container bytes to a PIL image (mode RGB, L, RGBA or LA)."""
-        header, streams = unpack(data)
+    def decode(self, data: bytes, max_pixels: int | None = None) -> Image.Image:
+        """Decompress container bytes to a PIL image (mode RGB, L, RGBA or LA).
+
+        ``max_pixels``: refuse, from the header, files declaring more pixels (the
+        format allows 2^26; decoding takes time and memory in proportion).
+        """
+        header, streams = unpack(data, max_pixels)
         self.check_header(header)
         workers = torch.get_num_threads()  # g_s stripes in parallel; the pixels do not vary
         with one_thread(self.device):

@@ -128,8 +128,12 @@ def _name(raw: bytes) -> str:
         raise KdlicError("corrupt header: the model name is not UTF-8") from None
 
 
-def unpack(data: bytes) -> tuple[Header, list[bytes]]:
-    """Parse and check a container; :class:`KdlicError` names the first problem found."""
+def unpack(data: bytes, max_pixels: int | None = None) -> tuple[Header, list[bytes]]:
+    """Parse and check a container; :class:`KdlicError` names the first problem found.
+
+    ``max_pixels`` lowers the format's pixel limit (a server's own limit).
+    """
+    limit = MAX_PIXELS if max_pixels is None else min(max_pixels, MAX_PIXELS)
     data = bytes(data)
     _check_prefix(data)
     _, _, mode, model_id, n_name = _PREFIX.unpack_from(data)
@@ -141,9 +145,9 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
     pos += _SIZES.size
     if mode not in COLOUR_MODES:
         raise KdlicError(f"unknown colour mode {mode}")
-    if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE) or width * height > MAX_PIXELS:
+    if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE) or width * height > limit:
         raise KdlicError(f"declared image size {width}x{height} is out of range "
-                         f"(at most {MAX_SIDE} per side and {MAX_PIXELS} pixels)")
+                         f"(at most {MAX_SIDE} per side and {limit} pixels)")
     if (zh, zw) != (padded_size(height) // 64, padded_size(width) // 64):
         raise KdlicError(f"latent shape {zh}x{zw} does not match image size {width}x{height}")
     if not (1 <= m <= MAX_CHANNELS and 1 <= c <= MAX_CHANNELS):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from kdlic.errors import KdlicError
 from kdlic.utils.checkpoint import read_checkpoint
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -29,13 +30,27 @@ def zoo_path(name: str) -> Path | None:
     return WEIGHTS_DIR / f"{name}.pt" if name in zoo_names() else None
 
 
-def zoo_info(name: str) -> dict[str, Any]:
-    """Architecture, sizes, training facts and Kodak figures of zoo model ``name``."""
+def _zoo_file(name: str) -> Path:
     path = zoo_path(name)
     if path is None:
-        from kdlic.errors import KdlicError
-
         raise KdlicError(f"no zoo model {name!r} (known: {', '.join(zoo_names()) or 'none'})")
+    return path
+
+
+def load_zoo_model(name: str) -> Any:
+    """Zoo model ``name``, from the package's weights and nowhere else (not even a file
+    of that name in the current folder, as :func:`kdlic.models.load_model` would prefer):
+    for names that come from files, such as a ``.kdl`` header."""
+    from kdlic.models import load_model
+
+    model = load_model(_zoo_file(name))
+    model.source = name
+    return model
+
+
+def zoo_info(name: str) -> dict[str, Any]:
+    """Architecture, sizes, training facts and Kodak figures of zoo model ``name``."""
+    path = _zoo_file(name)
     ckpt = read_checkpoint(path)
     meta = ckpt["meta"]
     cfg = meta.get("config", {})
@@ -62,7 +77,5 @@ def zoo_teacher(lmbda: float = 0.025) -> str:
     the one the lambda-0.025 students were distilled from)."""
     teachers = [n for n in zoo_names() if zoo_info(n)["kind"] == "train"]
     if not teachers:
-        from kdlic.errors import KdlicError
-
         raise KdlicError("the zoo holds no teacher (kdlic zoo list)")
     return min(teachers, key=lambda n: abs(zoo_info(n)["lmbda"] - lmbda))
