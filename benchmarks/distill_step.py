@@ -21,7 +21,7 @@ import torch
 
 from kdlic.distillation.objective import Distillation
 from kdlic.distillation.teacher import FrozenTeacher
-from kdlic.distillation.terms import PRESETS, TERM_TARGET
+from kdlic.distillation.terms import PRESETS, TERMS
 from kdlic.models import build_model, load_model
 from kdlic.training.config import TRAIN_DEFAULTS
 from kdlic.training.trainer import Trainer
@@ -58,7 +58,7 @@ def main() -> int:
     teacher = FrozenTeacher(teacher_model, "cpu", bf16=args.bf16)
     cpu = torch.device("cpu")
     x = torch.rand(args.batch_size, 3, args.crop, args.crop)
-    needed = {TERM_TARGET[t] for t in PRESETS["L1"] if t != "rd"}
+    needed = {TERMS[t].needs for t in PRESETS["L1"] if t in TERMS}
     cached = {f"teacher0.{k}": v for k, v in teacher(x, needed, cpu).items()}
     t_teacher = median_time(lambda: teacher(x, needed, cpu), args.repeats, args.warmup)
 
@@ -69,8 +69,7 @@ def main() -> int:
             cfg["run_dir"] = tempfile.mkdtemp()
             cfg["runtime"].update(threads=args.threads, bf16=args.bf16, progress=False)
             student = build_model("scale-hyperprior", n, teacher_model.M)
-            objective = Distillation([teacher], dict.fromkeys(TERM_TARGET, 0),
-                                     PRESETS[preset], 0.025)
+            objective = Distillation([teacher], PRESETS[preset], 0.025)
             trainer = Trainer(cfg, student, objective)
             return median_time(lambda: trainer.train_step(batch), args.repeats, args.warmup)
 

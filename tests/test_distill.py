@@ -10,8 +10,7 @@ import torch
 from kdlic.cli import main
 from kdlic.distillation.objective import Distillation
 from kdlic.distillation.teacher import FrozenTeacher
-from kdlic.distillation.terms import TERM_TARGET
-from kdlic.models import build_model, load_model
+from kdlic.models import build_model, forward_with_latents, load_model
 from kdlic.utils.checkpoint import save_checkpoint
 
 CPU = torch.device("cpu")
@@ -19,7 +18,7 @@ CPU = torch.device("cpu")
 
 def make_model(seed, N=8, M=16, z=None):
     torch.manual_seed(seed)
-    return build_model("scale-hyperprior", N, M, z)
+    return build_model("scale-hyperprior", N, M, z_channels=z)
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +43,8 @@ def test_teacher_is_frozen_and_unchanged(teacher_file, image_dir, tmp_path):
     before = load_model(teacher_file).state_dict()
     teacher = FrozenTeacher(load_model(teacher_file), "cpu")
     student = make_model(0, N=4)
-    objective = Distillation([teacher], dict.fromkeys(TERM_TARGET, 0),
-                             {"latent": 0.5, "hyper": 0.0, "output": 0.5, "rd": 0.4}, 0.01)
+    objective = Distillation([teacher], {"latent": 0.5, "hyper": 0.0, "output": 0.5, "rd": 0.4},
+                             0.01)
     objective(student, {"x": torch.rand(2, 3, 64, 64)})["loss"].backward()
     assert all(p.grad is None and not p.requires_grad for p in teacher.model.parameters())
     assert main(["distill", "--teacher", str(teacher_file), "--N", "4",
@@ -61,7 +60,7 @@ def test_each_term_moves_the_student_only_when_weighted(term, teacher_file):
 
     def grads(weights):
         student = make_model(0, N=4, z=16)
-        obj = Distillation([teacher], dict.fromkeys(TERM_TARGET, 0), weights, 0.01)
+        obj = Distillation([teacher], weights, 0.01)
         terms = obj(student, x)
         terms["loss"].backward()
         return terms, torch.cat([p.grad.flatten() for p in student.parameters()
@@ -85,10 +84,9 @@ def test_hybrid_reads_its_second_teacher(teacher_file, tmp_path):
     t2 = FrozenTeacher(other, "cpu")
     student = make_model(0, N=4, z=16)
     x = torch.rand(2, 3, 64, 64)
-    hybrid = Distillation([t1, t2], {"latent": 0, "latent_kl": 0, "output": 0, "hyper": 1},
-                          {"hyper": 1.0}, 0.01)
+    hybrid = Distillation([t1, t2], {"hyper": 1.0}, 0.01, term_teacher={"hyper": 1})
     torch.manual_seed(0)
-    out = student(x)
+    out = forward_with_latents(student, x)
     expected = torch.mean((out["z_hat"] - t2(x, {"z_hat"}, CPU)["z_hat"]) ** 2)
     not_expected = torch.mean((out["z_hat"] - t1(x, {"z_hat"}, CPU)["z_hat"]) ** 2)
     torch.manual_seed(0)
@@ -142,7 +140,7 @@ def test_cached_teacher_matches_shapes_and_skips_the_teacher(teacher_file, image
 @pytest.mark.parametrize("args,message", [
     (["--preset", "L7"], "unknown KD preset 'L7'"),
     (["--weight", "latent=-1"], "kd.weights.latent must be a number >= 0"),
-    (["--M", "32"], "student's M (32) differs from the teacher's (16)"),
+    (["--M", "32"], "the student's has 32 channels and the teacher's 16"),
     (["--preset", "hybrid"], "needs a second teacher"),
 ])
 def test_bad_configs_fail_before_training(args, message, teacher_file, image_dir, tmp_path,

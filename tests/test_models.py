@@ -4,12 +4,13 @@ import pytest
 import torch
 
 from kdlic.errors import KdlicError
-from kdlic.models import build_model, load_model
+from kdlic.models import build_model, forward_with_latents, latent_shapes, load_model
+from kdlic.models.latents import set_transform_dtype
 from kdlic.utils.checkpoint import save_checkpoint
 
 
-def test_forward_exposes_distillation_outputs(tiny_model):
-    out = tiny_model(torch.rand(2, 3, 128, 64))
+def test_forward_with_latents_exposes_distillation_outputs(tiny_model):
+    out = forward_with_latents(tiny_model, torch.rand(2, 3, 128, 64))
     assert out["x_hat"].shape == (2, 3, 128, 64)
     assert out["y_hat"].shape == (2, 16, 8, 4)
     assert out["z_hat"].shape == (2, 8, 2, 1)
@@ -19,14 +20,22 @@ def test_forward_exposes_distillation_outputs(tiny_model):
 
 def test_z_channels_sets_hyper_latent_width():
     model = build_model("scale-hyperprior", 8, 16, z_channels=32)
-    assert model(torch.rand(1, 3, 64, 64))["z_hat"].shape == (1, 32, 1, 1)
+    assert latent_shapes(model)["z_hat"] == (32, 1, 1)
 
 
 def test_bf16_autocast_keeps_entropy_models_fp32(tiny_model):
-    tiny_model.autocast_dtype = torch.bfloat16
+    seen = {}
+    tiny_model.gaussian_conditional.register_forward_pre_hook(
+        lambda m, args: seen.update(scales=args[1].dtype))
+    tiny_model.g_s[0].register_forward_hook(lambda m, a, out: seen.update(g_s=out.dtype))
+    set_transform_dtype(tiny_model, torch.bfloat16)
     out = tiny_model(torch.rand(1, 3, 64, 64))
+    assert seen == {"g_s": torch.bfloat16, "scales": torch.float32}  # h_s's output cast back
     assert out["x_hat"].dtype == torch.float32
     assert out["likelihoods"]["y"].dtype == torch.float32
+    set_transform_dtype(tiny_model, None)
+    tiny_model(torch.rand(1, 3, 64, 64))
+    assert seen["g_s"] == torch.float32
 
 
 @pytest.mark.parametrize("N,M", [(0, 16), (-8, 16), (8, 0), (8, -1), (8.5, 16)])
@@ -111,7 +120,7 @@ def test_weights_that_do_not_fit_the_architecture(tiny_model, tmp_path):
     torch.save(ckpt, tmp_path / "lie.pt")
     with pytest.raises(KdlicError, match="weights do not fit scale-hyperprior"):
         load_model(tmp_path / "lie.pt")
-    ckpt["arch"] = "cheng2020-attn"
+    ckpt["arch"] = "no-such-architecture"
     torch.save(ckpt, tmp_path / "other.pt")
     with pytest.raises(KdlicError, match="unknown architecture"):
         load_model(tmp_path / "other.pt")

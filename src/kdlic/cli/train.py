@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from kdlic.api import train
 from kdlic.cli.common import add_run_arguments, quiet_logging, run_overrides
-from kdlic.models import load_model
-from kdlic.training.config import TRAIN_DEFAULTS, check_train_config, resolve_config
-from kdlic.training.losses import RateDistortion
-from kdlic.training.trainer import Trainer, init_model
+from kdlic.training.config import TRAIN_DEFAULTS, resolve_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,14 +35,10 @@ def run(args: argparse.Namespace) -> int:
         {"init": args.init} if args.init else {},
         *run_overrides(args),
     ]
-    cfg = resolve_config(TRAIN_DEFAULTS, args.config, overrides)
-    check_train_config(cfg)
-    model = init_model(cfg["model"], cfg["runtime"]["seed"])
-    if cfg["init"] and not args.resume:
-        model.load_state_dict(load_model(cfg["init"]).state_dict())
-    trainer = Trainer(cfg, model, RateDistortion(cfg["lmbda"]), kind="train", resume=args.resume)
-    metrics = trainer.fit()
-    if trainer.ddp.is_main:
-        print(f"done: step {trainer.step}, val bpp {metrics['bpp']:.4f}, "
-              f"PSNR {metrics['psnr']:.2f} dB; checkpoints in {trainer.run_dir}")
+    result = train(config=resolve_config(TRAIN_DEFAULTS, args.config, overrides),
+                   resume=args.resume)
+    m = result.metrics
+    if result.main_process:
+        print(f"done: step {result.steps}, val bpp {m['bpp']:.4f}, "
+              f"PSNR {m['psnr']:.2f} dB; checkpoints in {result.run_dir}")
     return 0

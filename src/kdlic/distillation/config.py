@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from kdlic.distillation.terms import PRESETS, TERMS
+from kdlic.distillation.terms import PRESETS, term_names
 from kdlic.training.config import TRAIN_DEFAULTS, check_number, check_train_config, require
 
 DISTILL_DEFAULTS: dict[str, Any] = copy.deepcopy(TRAIN_DEFAULTS)
@@ -18,9 +18,10 @@ DISTILL_DEFAULTS.update(
         "teacher2": None,  # the hybrid preset's second (low-rate) teacher, for `hyper`
         "teacher_device": None,  # default: runtime.device
         "teacher_bf16": None,  # default: runtime.bf16
-        # M defaults to the teacher's (latent terms need equal shapes); z_channels to the
-        # hyper-term teacher's when that term is on, else N.
-        "student": {"arch": "scale-hyperprior", "N": 32, "M": None, "z_channels": None},
+        # arch defaults to the teacher's; M to the teacher's latent channels (latent
+        # terms need equal shapes); z_channels to the hyper-term teacher's when that
+        # term is on, else N (architectures that take no M or z_channels ignore them).
+        "student": {"arch": None, "N": 32, "M": None, "z_channels": None},
         "kd": {
             "preset": "L1",
             "weights": {},  # per-term overrides of the preset, e.g. {latent: 0.3}
@@ -42,7 +43,8 @@ def kd_weights(cfg: dict[str, Any]) -> dict[str, float]:
     overrides = kd["weights"] or {}
     require(isinstance(overrides, dict), "kd.weights must be a mapping of term: weight")
     for name, w in overrides.items():
-        require(name in TERMS, f"unknown KD term {name!r} (known: {', '.join(TERMS)})")
+        require(name in term_names(),
+                f"unknown KD term {name!r} (known: {', '.join(term_names())})")
         ok = isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0
         require(ok, f"kd.weights.{name} must be a number >= 0, got {w!r}")
         weights[name] = float(w)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from kdlic.distillation.teacher import FrozenTeacher
-from kdlic.distillation.terms import TERM_TARGET, term_value
+from kdlic.distillation.terms import RD, TERMS
+from kdlic.models.latents import forward_with_latents
 from kdlic.training.losses import rd_terms
 
 
@@ -13,22 +14,24 @@ class Distillation:
     """``loss = sum_k w_k * term_k + w_rd * rd_loss``, every term logged on its own.
 
     Args:
-        teachers: the frozen teachers; ``term_teacher[name]`` says which one (index)
-            serves each KD term (the hybrid preset uses a second teacher for ``hyper``).
-        weights: term name -> weight; zero-weight terms are never computed.
+        teachers: the frozen teachers.
+        weights: term name -> weight (KD terms of :data:`TERMS` and ``rd``); zero-weight
+            terms are never computed.
         lmbda: the student's RD lambda.
+        term_teacher: which teacher (index) serves a term; 0 where not given (the
+            hybrid preset uses a second teacher for ``hyper``).
         temperature: softmax temperature of ``latent_kl``.
 
     Teacher outputs come from the batch when a cache put them there
     (``teacher{i}.y_hat`` ...), else from running the teachers on the batch's crops.
     """
 
-    def __init__(self, teachers: list[FrozenTeacher], term_teacher: dict[str, int],
-                 weights: dict[str, float], lmbda: float, temperature: float = 1.0) -> None:
+    def __init__(self, teachers: list[FrozenTeacher], weights: dict[str, float], lmbda: float,
+                 term_teacher: dict[str, int] | None = None, temperature: float = 1.0) -> None:
         self.teachers = teachers
         self.weights = {k: w for k, w in weights.items() if w > 0}
-        self.kd_terms = [k for k in self.weights if k != "rd"]
-        self.term_teacher = term_teacher
+        self.kd_terms = [k for k in self.weights if k != RD]
+        self.term_teacher = {k: (term_teacher or {}).get(k, 0) for k in self.kd_terms}
         self.lmbda = lmbda
         self.temperature = temperature
 
@@ -36,7 +39,7 @@ class Distillation:
         """For each teacher, the outputs the active terms need from it."""
         needed: list[set[str]] = [set() for _ in self.teachers]
         for name in self.kd_terms:
-            needed[self.term_teacher[name]].add(TERM_TARGET[name])
+            needed[self.term_teacher[name]].add(TERMS[name].needs)
         return needed
 
     def _targets(self, batch: dict[str, Tensor], device) -> list[dict[str, Tensor]]:
@@ -49,14 +52,15 @@ class Distillation:
 
     def __call__(self, model: nn.Module, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         x = batch["x"]
-        out = model(x)
+        out = forward_with_latents(model, x)
         terms = rd_terms(out, x, self.lmbda)
-        loss = self.weights["rd"] * terms["rd_loss"] if "rd" in self.weights else 0.0
+        loss = self.weights[RD] * terms["rd_loss"] if RD in self.weights else 0.0
         if self.kd_terms:
             targets = self._targets(batch, x.device)
             for name in self.kd_terms:
-                t = targets[self.term_teacher[name]]
-                terms[name] = term_value(name, out, t, self.temperature)
+                term = TERMS[name]
+                teacher_out = targets[self.term_teacher[name]][term.needs]
+                terms[name] = term.fn(out[term.needs], teacher_out, self.temperature)
                 loss = loss + self.weights[name] * terms[name]
         terms["loss"] = loss
         return terms

@@ -19,11 +19,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from kdlic.codec import Codec
+from kdlic.codec import Codec, model_name
 from kdlic.data.images import open_image, split_channels
 from kdlic.data.sampling import padded_input
 from kdlic.evaluation.metrics import mean_of_measured, msssim, psnr
-from kdlic.models import load_model
+from kdlic.models import adopt, load_model
 from kdlic.training.losses import bpp
 
 METRICS = ("psnr-rgb", "ms-ssim-rgb", "bpp", "bpp_estimated", "encoding_time", "decoding_time")
@@ -78,7 +78,7 @@ def model_summary(model: nn.Module, spec: str) -> dict[str, Any]:
 
 
 def evaluate_models(
-    specs: Sequence[str],
+    specs: Sequence[str | nn.Module],
     images: Sequence[Path],
     name: str,
     description: str = "kdlic real-bitstream evaluation",
@@ -93,7 +93,9 @@ def evaluate_models(
     results: dict[str, list[Any]] = {k: [] for k in METRICS}
     models = []
     for spec in specs:
-        model = load_model(spec)
+        model = adopt(spec) if isinstance(spec, nn.Module) else load_model(spec)
+        spec = getattr(model, "source", None) or model_name(model) \
+            if isinstance(spec, nn.Module) else spec
         codec = Codec(model, device)
         per_image = [
             evaluate_image(codec, path)

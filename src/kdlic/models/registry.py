@@ -40,7 +40,11 @@ def build_model(arch: str, N: int, M: int | None = None, **arch_args: int | None
     unknown = sorted(set(given) - set(cls.arg_names))
     if unknown:
         raise KdlicError(f"{arch} takes {', '.join(cls.arg_names)}, not {', '.join(unknown)}")
-    return cls(**{k: _positive_int(k, v) for k, v in given.items()})
+    args = {k: _positive_int(k, v) for k, v in given.items()}
+    missing = [k for k in cls.arg_names if k not in args and k != "z_channels"]
+    if missing:
+        raise KdlicError(f"{arch} needs {', '.join(missing)}")
+    return cls(**args)
 
 
 def adopt(model: nn.Module) -> nn.Module:
@@ -191,7 +195,7 @@ def _random_model(spec: str) -> nn.Module:
     if not {"N", "M"} <= set(values) or set(values) - {"N", "M", "Z"}:
         raise KdlicError(f"bad model {spec!r}: expected random:N=128,M=192[,Z=128]")
     torch.manual_seed(0)
-    model = build_model("scale-hyperprior", values["N"], values["M"], values.get("Z"))
+    model = build_model("scale-hyperprior", values["N"], values["M"], z_channels=values.get("Z"))
     model.meta = {"source": spec, "note": "random initialisation"}
     model.source = spec
     return model.eval()

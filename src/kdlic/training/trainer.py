@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import copy
 import fcntl
+import itertools
 import json
 import logging
 import math
 import signal
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
@@ -30,8 +31,10 @@ from tqdm import tqdm
 
 from kdlic.data.images import find_images
 from kdlic.data.sampling import CropSource, StepBatches, split_train_val, validation_crops
+from kdlic.data.user import UserData, user_batches
 from kdlic.errors import KdlicError
-from kdlic.models import build_model
+from kdlic.models import adopt, build_model
+from kdlic.models.latents import set_quantization, set_transform_dtype
 from kdlic.training.distributed import Dist, all_reduce_mean, init_distributed, resolve_device
 from kdlic.training.losses import Objective, psnr_from_mse
 from kdlic.utils.checkpoint import read_checkpoint, save_checkpoint
@@ -53,8 +56,7 @@ def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Para
 def init_model(model_cfg: dict[str, Any], seed: int) -> nn.Module:
     """A fresh model as ``model_cfg`` describes, initialised from ``seed`` (reproducible)."""
     torch.manual_seed(seed)
-    return build_model(model_cfg["arch"], model_cfg["N"], model_cfg["M"],
-                       model_cfg["z_channels"])
+    return build_model(**model_cfg)
 
 
 def load_data(cfg: dict[str, Any]) -> tuple[CropSource, Tensor]:
@@ -151,6 +153,8 @@ class Trainer:
         resume: continue from ``run_dir/last.pt``.
         wrap_source: optional function that replaces the training crop source (e.g.
             with one whose crops carry cached teacher outputs).
+        data: a user's ``Dataset`` or ``DataLoader`` of images instead of the config's
+            folders (:mod:`kdlic.data.user`); ``val_data`` its validation images.
     """
 
     def __init__(
@@ -161,8 +165,11 @@ class Trainer:
         kind: str = "train",
         resume: bool = False,
         wrap_source: Callable[[CropSource], CropSource] | None = None,
+        data: UserData | None = None,
+        val_data: Any = None,
     ) -> None:
         self.cfg = cfg
+        self.data, self.val_data = data, val_data
         self.kind = kind
         self.wrap_source = wrap_source
         rt = cfg["runtime"]
@@ -177,14 +184,14 @@ class Trainer:
         if not resume and (self.run_dir / "last.pt").exists():
             raise KdlicError(f"{self.run_dir} already holds a run (last.pt): continue it "
                              "with --resume, or choose another --run-dir")
-        self.model = model.to(self.device)
+        self.model = adopt(model).to(self.device)
         if rt["channels_last"]:
             self.model = self.model.to(memory_format=torch.channels_last)
         bf16 = resolve_bf16(rt["bf16"], self.device)
         if rt["bf16"] == "auto":
             log.info("bf16 transforms: %s (auto: %s)", "on" if bf16 else "off",
                      "native on this device" if bf16 else "no native bf16 kernels here")
-        self.model.autocast_dtype = torch.bfloat16 if bf16 else None
+        set_transform_dtype(self.model, torch.bfloat16 if bf16 else None)
         # Where this segment of the run trains (a resumed run may move between machines):
         # step times and learning curves mean little without it.
         self.machine = {**host_info(), "device": str(self.device), "bf16": bf16,
@@ -194,7 +201,7 @@ class Trainer:
         self.main_params = main
         self.optimizer = torch.optim.Adam(main, lr=cfg["optim"]["lr"])
         self.aux_optimizer = torch.optim.Adam(aux, lr=cfg["optim"]["aux_lr"])
-        self.model.quantization = cfg["quantization"]
+        set_quantization(self.model, cfg["quantization"])
         # The averaged weights (optim.ema): what validation, best.pt and exports see.
         self.ema: nn.Module | None = None
         if cfg["optim"]["ema"]:
@@ -403,19 +410,25 @@ class Trainer:
 
     def _fit(self) -> dict[str, float]:
         sched, data_cfg = self.cfg["schedule"], self.cfg["data"]
-        source, val = load_data(self.cfg)
-        if self.wrap_source is not None:
-            source = self.wrap_source(source)
+        if self.data is None:
+            source, val = load_data(self.cfg)
+            if self.wrap_source is not None:
+                source = self.wrap_source(source)
+            batches = StepBatches(source, data_cfg["batch_size"], self.cfg["runtime"]["seed"],
+                                  self.ddp.rank, self.ddp.world_size)
+            loader: Iterable[dict[str, Tensor]] = torch.utils.data.DataLoader(
+                batches, batch_size=None, sampler=range(self.step, sched["steps"]),
+                num_workers=data_cfg["workers"],
+                # Its own generator: a DataLoader iterator otherwise draws its base seed
+                # from the global RNG, which would shift the quantisation noise after a
+                # resume.
+                generator=torch.Generator(),
+            )
+        else:
+            user, val = user_batches(self.data, self.val_data, data_cfg["batch_size"],
+                                     data_cfg["val_count"], self.cfg["runtime"]["seed"])
+            loader = itertools.islice(user, max(0, sched["steps"] - self.step))
         self._prepare_run_dir()
-        batches = StepBatches(source, data_cfg["batch_size"], self.cfg["runtime"]["seed"],
-                              self.ddp.rank, self.ddp.world_size)
-        loader = torch.utils.data.DataLoader(
-            batches, batch_size=None, sampler=range(self.step, sched["steps"]),
-            num_workers=data_cfg["workers"],
-            # Its own generator: a DataLoader iterator otherwise draws its base seed from
-            # the global RNG, which would shift the quantisation noise after a resume.
-            generator=torch.Generator(),
-        )
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         # Under a time budget the step count is a cap, not a forecast: no misleading ETA.
         bar = tqdm(total=sched["steps"] if sched["minutes"] is None else None,
