@@ -73,7 +73,7 @@ def test_truncated_checkpoint(kdlic, ckpt, tmp_path, image_dir):
 
 def test_checkpoint_of_another_architecture(kdlic, ckpt, tmp_path, image_dir):
     data = torch.load(ckpt, weights_only=True)
-    data["arch"] = "cheng2020-attn"
+    data["arch"] = "no-such-architecture"
     torch.save(data, tmp_path / "o.pt")
     assert_clean_error(kdlic("evaluate", tmp_path / "o.pt", "-i", image_dir),
                        "unknown architecture")

@@ -397,7 +397,7 @@ class _Evil:
 
 BAD_CHECKPOINTS = {
     "extra arch_args key": (lambda c: c["arch_args"].update(depth=3),
-                            "unknown scale-hyperprior argument(s): depth"),
+                            "scale-hyperprior takes N, M, z_channels, not depth"),
     "arch of the wrong type": (lambda c: c.update(arch=["x"]), "'arch' must be a string"),
     "arch_args of the wrong type": (lambda c: c.update(arch_args="N=8"),
                                     "'arch_args' must be a mapping"),

@@ -149,7 +149,7 @@ def _edited_checkpoint(model, tmp_path, edit) -> str:
 
 MALFORMED = {
     "extra arch_args key": (lambda c: c["arch_args"].update(depth=3),
-                            "unknown scale-hyperprior argument(s): depth"),
+                            "scale-hyperprior takes N, M, z_channels, not depth"),
     "arch not a string": (lambda c: c.update(arch=7), "'arch' must be a string"),
     "arch_args a list": (lambda c: c.update(arch_args=[8, 16]), "'arch_args' must be a mapping"),
     "state_dict a list": (lambda c: c.update(state_dict=[1, 2]), "'state_dict' must be a mapping"),

@@ -375,13 +375,9 @@ def decompress(data: bytes, model: ModelLike | None = None) -> Image.Image:
     """Decode ``.kdl`` bytes; ``model`` None loads the zoo model the file names."""
     from kdlic import codec
 
-    if model is None:
-        from kdlic.codec.format import peek_model
-        from kdlic.zoo import zoo_path
+    if model is None:  # only a zoo model: a file's name never chooses a path to load
+        from kdlic.codec.files import zoo_model_of
+        from kdlic.codec.format import unpack
 
-        _, name = peek_model(data)
-        if zoo_path(name) is None:  # a file's name never chooses a path to load
-            raise KdlicError(f"the file was made with {name!r}, not a zoo model: pass "
-                             "the model it was made with")
-        model = name
+        model = zoo_model_of(unpack(data)[0])
     return codec.decode(data, _model(model) if isinstance(model, nn.Module) else model)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any
 
@@ -84,25 +83,11 @@ def model_from_state(
     Non-finite weights are refused: a NaN makes the codec fail deep in its entropy
     coder, or write files that cannot be decoded, or decode to black.
     """
-    _check_arch_args(arch, arch_args, source)
     _check_finite(state_dict, source)
     with FakeTensorMode(allow_non_fake_inputs=True):
         _load_weights(_build(arch, arch_args, source), arch, arch_args, state_dict, source)
     model = _load_weights(_build(arch, arch_args, source), arch, arch_args, state_dict, source)
     return model.float().eval()
-
-
-def _check_arch_args(arch: str, arch_args: dict[str, Any], source: str) -> None:
-    """Refuse arguments the architecture's constructor does not take."""
-    cls = ARCHITECTURES.get(arch)
-    if cls is None:
-        return  # build_model names the unknown architecture
-    params = inspect.signature(cls).parameters.values()
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return
-    unknown = sorted(set(arch_args) - {p.name for p in params})
-    if unknown:
-        raise KdlicError(f"{source}: unknown {arch} argument(s): {', '.join(unknown)}")
 
 
 def _check_finite(state_dict: dict[str, Any], source: str) -> None:
