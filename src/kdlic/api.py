@@ -211,10 +211,13 @@ def check_latent_shapes(student: nn.Module, teachers: list[nn.Module],
                 raise KdlicError(f"KD term {name!r} compares {key}, which the {who} "
                                  f"({model.arch}) does not have")
         if mine[key] != theirs[key]:
+            size = "M" if key == "y_hat" else "z_channels"
+            fix = (f"set the student's {size} to {theirs[key][0]}" if size in student.arg_names
+                   else f"{student.arch} takes no {size}: its latent has N channels")
             raise KdlicError(
                 f"KD term {name!r} compares {key}, but the student's has {mine[key][0]} "
-                f"channels and the teacher's {theirs[key][0]} (set the student's "
-                f"{'M' if key == 'y_hat' else 'z_channels'} to match, or drop the term)")
+                f"channels and the teacher's {theirs[key][0]} ({fix}; or use a preset "
+                "without the term, or another student architecture)")
 
 
 def distill(

@@ -35,6 +35,7 @@ from kdlic.codec.fixedpoint import (
 )
 from kdlic.codec.format import (
     ALPHA_MODES,
+    CODERS,
     MAX_PIXELS,
     MAX_SIDE,
     Header,
@@ -44,9 +45,10 @@ from kdlic.codec.format import (
 )
 from kdlic.codec.synthesis import Synthesis, one_thread
 from kdlic.codec.tables import SCALE_TABLE, bottleneck_tables, gaussian_tables
-from kdlic.data.images import open_image, split_channels
+from kdlic.data.images import open_image, padded_size, split_channels
 from kdlic.data.sampling import padded_input
 from kdlic.errors import KdlicError
+from kdlic.models.registry import adopt
 from kdlic.utils.device import fast_bf16, parse_device
 
 
@@ -93,9 +95,16 @@ class Codec:
     """
 
     clock = staticmethod(time.perf_counter)
+    coder = 0  # format.CODERS
+
+    def __new__(cls, model: nn.Module, *args: object, **kwargs: object) -> Codec:
+        if cls is Codec and getattr(adopt(model), "arch", None) != "scale-hyperprior":
+            cls = CompressAICodec
+        return super().__new__(cls)
 
     def __init__(self, model: nn.Module, device: str | torch.device = "cpu",
                  bf16_synthesis: bool = False) -> None:
+        model = adopt(model)
         self.device = parse_device(device)
         if bf16_synthesis and not fast_bf16(self.device):
             raise KdlicError(f"bf16 synthesis: no native bf16 kernels on {self.device} "
@@ -190,6 +199,9 @@ class Codec:
 
     def check_header(self, header: Header) -> None:
         """Refuse a file made with another model (before decoding anything)."""
+        if header.coder != self.coder:
+            raise KdlicError(f"the file was written by the {CODERS[header.coder]} coder, "
+                             f"which this model's architecture does not use")
         if header.model_id != self.id:
             made = f"'{header.model_name}' " if header.model_name else ""
             raise KdlicError(
@@ -237,14 +249,88 @@ class Codec:
         padded = self._synthesis.pixels(y_hat, coded_t, workers).cpu().numpy()
         image = _rgb_image(padded, header.width, header.height)
         self._tick("transform", t)
-        if header.mode == "L":
-            return image.convert("L")
-        if header.mode == "LA":
-            gray = np.asarray(image.convert("L"))
-            return Image.fromarray(np.dstack([gray, alpha]), "LA")
-        if header.mode == "RGBA":
-            return Image.fromarray(np.dstack([np.asarray(image), alpha]), "RGBA")
-        return image
+        return _with_mode(image, header, alpha)
+
+
+class CompressAICodec(Codec):
+    """Any registered architecture through its own CompressAI ``compress()`` and
+    ``decompress()`` (container coder 1).
+
+    What holds: the same ``.kdl`` container (checked header, model id, alpha, CRC) and the
+    same pixels when decoded where it was encoded. What does not: CompressAI computes
+    the entropy parameters (h_s, the context model) in floating point, so decoding on
+    another machine, device or thread count may fail or give other pixels, and the
+    autoregressive models (mbt2018, cheng2020) decode one latent position at a time
+    (seconds per image). The scale hyperprior has the exact coder (:class:`Codec`).
+    """
+
+    coder = 1
+
+    def __init__(self, model: nn.Module, device: str | torch.device = "cpu",
+                 bf16_synthesis: bool = False) -> None:
+        if bf16_synthesis:
+            raise KdlicError("bf16 synthesis exists for the exact scale-hyperprior coder only")
+        model = adopt(model)
+        self.device = parse_device(device)
+        self.model = model.to(self.device).eval()
+        self.model.update(force=True)
+        self.id = model_id(model)
+        self.name = model_name(model)
+        self.z_channels = int(self.model.entropy_bottleneck.channels)
+        self.y_channels = int(getattr(self.model, "M", self.z_channels))
+        self.hyperprior = hasattr(self.model, "h_s")
+        self.timings = {}
+
+    def _encode(self, image: Image.Image) -> bytes:
+        mode, rgb, alpha = split_channels(image)
+        height, width = rgb.shape[:2]
+        if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
+            raise KdlicError(f"image {width}x{height} is too large for the format "
+                             f"(at most {MAX_SIDE} per side and {MAX_PIXELS} pixels)")
+        self.timings = {}
+        t = self.clock()
+        out = self.model.compress(padded_input(rgb).to(self.device))
+        streams = [strings[0] for strings in out["strings"]]
+        self._tick("transform", t)
+        if alpha is not None:
+            streams.append(zlib.compress(alpha.tobytes(), 9))
+        z_shape = (padded_size(height) // 64, padded_size(width) // 64)
+        header = Header(mode, self.id, width, height, z_shape, self.y_channels,
+                        self.z_channels, mask_bytes([True] * self.y_channels), self.name,
+                        coder=self.coder)
+        return pack(header, streams)
+
+    def _decode(self, header: Header, streams: list[bytes], workers: int) -> Image.Image:
+        alpha = _inflate_alpha(streams[-1], header) if header.mode in ALPHA_MODES else None
+        latent = streams[:-1] if alpha is not None else streams
+        if len(latent) != (2 if self.hyperprior else 1):
+            raise KdlicError(f"the file holds {len(latent)} latent streams; "
+                             f"{self.name} writes {2 if self.hyperprior else 1}")
+        self.timings = {}
+        t = self.clock()
+        # CompressAI's decompress() takes the grid of its last entropy model's latent.
+        shape = header.z_shape if self.hyperprior else header.y_shape
+        try:
+            x_hat = self.model.decompress([[s] for s in latent], list(shape))["x_hat"]
+        except (RuntimeError, ValueError, IndexError) as exc:  # a stream that lies
+            raise KdlicError(f"corrupt latent stream ({type(exc).__name__})") from None
+        pixels = x_hat.clamp(0, 1).mul(255).round().to(torch.uint8)[0].permute(1, 2, 0)
+        image = _rgb_image(np.ascontiguousarray(pixels.cpu().numpy()), header.width,
+                           header.height)
+        self._tick("transform", t)
+        return _with_mode(image, header, alpha)
+
+
+def _with_mode(image: Image.Image, header: Header, alpha: np.ndarray | None) -> Image.Image:
+    """The decoded RGB image in the file's colour mode (L, LA, RGBA or RGB)."""
+    if header.mode == "L":
+        return image.convert("L")
+    if header.mode == "LA":
+        gray = np.asarray(image.convert("L"))
+        return Image.fromarray(np.dstack([gray, alpha]), "LA")
+    if header.mode == "RGBA":
+        return Image.fromarray(np.dstack([np.asarray(image), alpha]), "RGBA")
+    return image
 
 
 def _rgb_image(padded: np.ndarray, width: int, height: int) -> Image.Image:

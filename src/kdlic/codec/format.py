@@ -16,10 +16,15 @@ Layout (all integers little-endian; docs/format.md has the full description)::
     +12     2     z height = ceil(height / 64)  (y is 4x larger: 16-pixel grid)
     +14     2     z width  = ceil(width / 64)
     +16     1     S: number of streams (3, or 4 with alpha)
+    (+17    1     version 2 only: coder, 1 = the architecture's own compress())
     +17     m     y channel mask, m = ceil(M / 8): bit c (LSB first) set = channel c coded
     ...     4*S   stream lengths in bytes
     ...           streams: z (rANS), y (rANS, coded channels only), escapes, [alpha: zlib]
     end-4   4     CRC-32 of every byte before it
+
+Version 1 is the exact scale-hyperprior coder (coder 0). Version 2 adds the coder byte;
+coder 1 holds the streams of the model's own CompressAI ``compress()`` (one per entropy
+model, latent y first), then [alpha], for every other architecture.
 
 Everything is validated before any tensor is allocated: a declared size beyond
 ``MAX_SIDE``/``MAX_PIXELS``, latent shapes that don't match the image size, a mask
@@ -37,7 +42,8 @@ from kdlic.data.images import padded_size
 from kdlic.errors import KdlicError
 
 MAGIC = b"KDLC"
-VERSION = 1
+VERSION = 2  # the newest this kdlic reads and writes; exact-coder files are still version 1
+CODERS = {0: "exact", 1: "compressai"}
 COLOUR_MODES = {0: "RGB", 1: "L", 2: "RGBA", 3: "LA"}
 ALPHA_MODES = ("RGBA", "LA")
 MAX_SIDE = 65535
@@ -61,6 +67,7 @@ class Header:
     z_channels: int = 0  # C
     y_mask: bytes = b""  # ceil(M / 8) bytes
     model_name: str = ""
+    coder: int = 0  # CODERS
 
     @property
     def y_shape(self) -> tuple[int, int]:
@@ -90,9 +97,11 @@ def pack(header: Header, streams: list[bytes]) -> bytes:
     """Header, streams and checksum as one byte string."""
     mode = {v: k for k, v in COLOUR_MODES.items()}[header.mode]
     name = encode_name(header.model_name)
-    head = (_PREFIX.pack(MAGIC, VERSION, mode, header.model_id, len(name)) + name
+    version = 1 if header.coder == 0 else 2  # exact files stay readable by older kdlic
+    head = (_PREFIX.pack(MAGIC, version, mode, header.model_id, len(name)) + name
             + _SIZES.pack(header.width, header.height, header.y_channels, header.z_channels,
                           *header.z_shape, len(streams))
+            + (b"" if version == 1 else bytes([header.coder]))
             + header.y_mask)
     body = head + struct.pack(f"<{len(streams)}I", *map(len, streams)) + b"".join(streams)
     return body + _CRC.pack(zlib.crc32(body))
@@ -117,8 +126,9 @@ def _check_prefix(data: bytes) -> None:
     if len(data) < _PREFIX.size:
         raise KdlicError("truncated file (header incomplete)")
     version = data[len(MAGIC)]
-    if version != VERSION:
-        raise KdlicError(f"unsupported format version {version} (this kdlic reads {VERSION})")
+    if version not in (1, VERSION):
+        raise KdlicError(f"unsupported format version {version} (this kdlic reads 1 to "
+                         f"{VERSION})")
 
 
 def _name(raw: bytes) -> str:
@@ -136,13 +146,19 @@ def unpack(data: bytes, max_pixels: int | None = None) -> tuple[Header, list[byt
     limit = MAX_PIXELS if max_pixels is None else min(max_pixels, MAX_PIXELS)
     data = bytes(data)
     _check_prefix(data)
-    _, _, mode, model_id, n_name = _PREFIX.unpack_from(data)
+    _, version, mode, model_id, n_name = _PREFIX.unpack_from(data)
     pos = _PREFIX.size + n_name
-    if len(data) < pos + _SIZES.size + _CRC.size:
+    if len(data) < pos + _SIZES.size + 1 + _CRC.size:
         raise KdlicError("truncated file (header incomplete)")
     name_raw = data[_PREFIX.size : pos]
     width, height, m, c, zh, zw, n = _SIZES.unpack_from(data, pos)
     pos += _SIZES.size
+    coder = 0
+    if version == 2:
+        coder = data[pos]
+        pos += 1
+        if coder not in CODERS or coder == 0:
+            raise KdlicError(f"unknown coder {coder}")
     if mode not in COLOUR_MODES:
         raise KdlicError(f"unknown colour mode {mode}")
     if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE) or width * height > limit:
@@ -152,9 +168,11 @@ def unpack(data: bytes, max_pixels: int | None = None) -> tuple[Header, list[byt
         raise KdlicError(f"latent shape {zh}x{zw} does not match image size {width}x{height}")
     if not (1 <= m <= MAX_CHANNELS and 1 <= c <= MAX_CHANNELS):
         raise KdlicError(f"latent channel counts {m}, {c} are out of range")
-    expected_streams = 4 if COLOUR_MODES[mode] in ALPHA_MODES else 3
-    if n != expected_streams:
-        raise KdlicError(f"{n} streams where {expected_streams} are expected")
+    alpha = COLOUR_MODES[mode] in ALPHA_MODES
+    expected = (3,) if coder == 0 else (1, 2)  # compressai: y [, z]
+    if n - alpha not in expected:
+        raise KdlicError(f"{n} streams where {' or '.join(str(e + alpha) for e in expected)} "
+                         "are expected")
     mask_len = (m + 7) // 8
     table = pos + mask_len
     if len(data) < table + 4 * n + _CRC.size:
@@ -178,5 +196,5 @@ def unpack(data: bytes, max_pixels: int | None = None) -> tuple[Header, list[byt
         streams.append(data[start : start + length])
         start += length
     header = Header(COLOUR_MODES[mode], model_id, width, height, (zh, zw), m, c, mask,
-                    _name(name_raw))
+                    _name(name_raw), coder)
     return header, streams
