@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from kdlic.cli import main as kdlic
+import kdlic
 from kdlic.data.images import find_images
 from kdlic.errors import KdlicError
 from kdlic.evaluation.bd import bd_psnr, bd_rate
@@ -51,18 +51,14 @@ def main() -> int:
             ckpts = []
             for lmbda in lambdas:
                 run = Path(args.out) / f"N{n}-{preset}-lmbda{lmbda}"
-                flags = ["distill", "--teacher", args.teacher, "--preset", preset,
-                         "--N", str(n), "--lmbda", str(lmbda), "--steps", str(args.steps),
-                         "--batch-size", str(args.batch_size), "--crop", str(args.crop),
-                         "--lr", str(args.lr), "--threads", str(args.threads),
-                         "--seed", str(args.seed), "--data", args.data, "--bf16",
-                         "--run-dir", str(run), "--no-progress", "--val-every", "500"]
-                if preset != "none":
-                    flags += ["--cache", "disk"]
-                if (run / "last.pt").exists():
-                    flags.append("--resume")
-                if kdlic(flags) != 0:
-                    return 1
+                overrides = [f"data.batch_size={args.batch_size}", f"data.crop={args.crop}",
+                             f"optim.lr={args.lr}", f"runtime.threads={args.threads}",
+                             f"runtime.seed={args.seed}", "runtime.bf16=true",
+                             "runtime.progress=false", "schedule.val_every=500",
+                             f"kd.cache={'none' if preset == 'none' else 'disk'}"]
+                kdlic.distill(args.teacher, n, args.data, preset=preset, lmbda=lmbda,
+                              steps=args.steps, run_dir=run, overrides=overrides,
+                              resume=(run / "last.pt").exists())
                 ckpts.append(str(run / "best.pt"))
             res = evaluate_models(ckpts, kodak, f"N{n}-{preset}", progress=False)
             write_json(Path(args.out) / f"N{n}-{preset}.json", res)

@@ -18,12 +18,16 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from kdlic.cli import main as kdlic
+import torch
+
+import kdlic
 from kdlic.errors import KdlicError
 from kdlic.evaluation.bd import bd_psnr, bd_rate
 from kdlic.evaluation.reference import COMPRESSAI_HYPERPRIOR
+from kdlic.utils.files import write_json
 from kdlic.zoo import zoo_info as read_zoo_info
 from kdlic.zoo import zoo_names, zoo_teacher
 
@@ -167,12 +171,12 @@ def _covers(target: Path, models: list[str] | None) -> bool:
         return False
 
 
-def step(work: Path, name: str, args: list[str], fresh: bool,
+def step(work: Path, name: str, make: Callable[[Path], object], fresh: bool,
          models: list[str] | None = None) -> Path:
-    """Run `kdlic ARGS` unless WORK/NAME is already its result (for `models`, if given)."""
+    """``make(WORK/NAME)`` unless WORK/NAME is already its result (for `models`, if given)."""
     target = work / name
-    if (fresh or not _covers(target, models)) and kdlic(args) != 0:
-        sys.exit(f"failed: kdlic {' '.join(args)}")
+    if fresh or not _covers(target, models):
+        make(target)
     return target
 
 
@@ -188,25 +192,23 @@ def main() -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
 
+    torch.set_num_threads(args.threads)
     inputs = []
     for group, names in groups().items():
-        inputs.append(step(work, f"{group}.json", ["evaluate", *names, "-i", args.kodak,
-                           "-o", str(work / f"{group}.json"), "--name", group,
-                           "--threads", str(args.threads), "--no-progress"], args.fresh, names))
-    inputs.append(step(work, "profile.json", ["profile", *zoo_names(), "-o",
-                       str(work / "profile.json"), "--threads", str(args.threads),
-                       "--repeats", str(args.repeats), "--no-progress"], args.fresh,
-                       zoo_names()))
-    inputs.append(step(work, "baselines", ["baselines", args.kodak, "-o",
-                       str(work / "baselines"), "--no-progress"], args.fresh))
+        inputs.append(step(work, f"{group}.json", lambda path, names=names, group=group:
+                           write_json(path, kdlic.evaluate(names, args.kodak, name=group)),
+                           args.fresh, names))
+    inputs.append(step(work, "profile.json", lambda path: kdlic.profile(
+        zoo_names(), output=path, threads=args.threads, repeats=args.repeats),
+        args.fresh, zoo_names()))
+    inputs.append(step(work, "baselines", lambda path: kdlic.baselines(args.kodak, path),
+                       args.fresh))
     out = Path(args.out)
     if out.exists():
         shutil.rmtree(out)
-    report = ["report", *map(str, inputs), "-o", str(out), "--images", args.kodak]
-    if "teachers" in groups():  # resources compared with the students' teacher
-        report += ["--reference", zoo_teacher()]
-    if kdlic(report) != 0:
-        return 1
+    # resources compared with the students' teacher
+    reference = zoo_teacher() if "teachers" in groups() else None
+    kdlic.report(inputs, out, images=args.kodak, reference=reference)
 
     tables = out / "tables"
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,

@@ -208,3 +208,25 @@ def test_non_finite_weights_are_refused_at_load_time(tiny_model, tmp_path, tenso
 def test_a_name_too_long_for_a_file_is_a_clean_error():
     with pytest.raises(KdlicError, match="no checkpoint file or zoo model"):
         load_model("x" * 300)
+
+
+def test_fp16_files_keep_the_likelihood_bound(tiny_model, tmp_path):
+    """1e-9 underflows fp16: a zero bound let a likelihood reach 0 and the loss inf."""
+    save_checkpoint(tmp_path / "h.pt", tiny_model, {}, half=True, pack=True)
+    raw = torch.load(tmp_path / "h.pt", weights_only=True)
+    assert raw["state_dict"]["gaussian_conditional.likelihood_lower_bound.bound"].dtype == \
+        torch.float32
+    # a file from before the fix: every float tensor in fp16, the bound stored as 0
+    state = {k: v.half() if v.is_floating_point() else v
+             for k, v in tiny_model.state_dict().items()}
+    raw = {**raw, "state_dict": state}
+    raw.pop("packed_half")
+    torch.save(raw, tmp_path / "old.pt")
+    assert float(state["entropy_bottleneck.likelihood_lower_bound.bound"]) == 0
+    loaded = load_model(tmp_path / "old.pt")
+    for module in (loaded.entropy_bottleneck, loaded.gaussian_conditional):
+        assert float(module.likelihood_lower_bound.bound) == pytest.approx(1e-9)
+    x = torch.zeros(1, 3, 64, 64)
+    with torch.no_grad():
+        liks = loaded(x)["likelihoods"]
+    assert all(float(v.min()) > 0 for v in liks.values())

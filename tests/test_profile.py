@@ -20,7 +20,7 @@ from kdlic.evaluation.profile import (
     profile_models,
     transform_flops,
 )
-from kdlic.models import build_model
+from kdlic.models import ARCHITECTURES, build_model
 
 
 def conv(cin: int, cout: int, k: int, h_out: int, w_out: int) -> int:
@@ -69,12 +69,28 @@ def test_tiny_model_flops_match_hand_count():
     assert f["gmacs_per_frame"] == pytest.approx(f["forward"] / 2e9)
 
 
-def test_meta_count_equals_real_count():
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_meta_count_equals_real_count(arch):
     torch.manual_seed(0)
-    model = build_model("scale-hyperprior", 4, 6).eval()
-    meta = transform_flops(model, (64, 64))
-    real = prof._transform_flops(model, torch.rand(1, 3, 64, 64))
-    assert {k: meta[k] for k in prof.TRANSFORMS} == {k: real[k] for k in prof.TRANSFORMS}
+    model = build_model(arch, 4, None if arch.startswith("cheng") else 6).eval()
+    meta = transform_flops(model, (64, 128))
+    real = prof._transform_flops(model, prof.transform_inputs(model, (64, 128)),
+                                 torch.device("cpu"), (64, 128))
+    transforms = prof.present(model, prof.TRANSFORMS)
+    assert {k: meta[k] for k in transforms} == {k: real[k] for k in transforms}
+    assert all(meta[k] > 0 for k in transforms) and meta["forward"] == sum(
+        meta[k] for k in transforms)
+
+
+@pytest.mark.parametrize("arch", ["bmshj2018-factorized", "mbt2018"])
+def test_profile_model_reads_any_architecture(arch):
+    torch.manual_seed(0)
+    out = profile_model(build_model(arch, 4, 6), size=(64, 64), repeats=1, warmup=0,
+                        threads=1, memory=False)
+    has_hyper = arch != "bmshj2018-factorized"
+    assert ("h_s" in out["decoder"]["transforms"]) == has_hyper
+    assert ("context_prediction" in out["decoder"]["transforms"]) == (arch == "mbt2018")
+    assert out["decoder"]["flops"] > 0 and out["decoder"]["latency_s"]["median"] > 0
 
 
 # The paper's table (docs/method.md section 3): N -> (params M, memory MB, GFLOPs/frame).
@@ -104,11 +120,12 @@ def test_profile_model_figures(tiny_model, tmp_path):
     assert out["frame"] == [64, 128]
     parts = out["parts"]
     assert out["params"] == sum(p.numel() for p in tiny_model.parameters())
-    assert out["params"] == sum(parts[n]["params"] for n in prof.PARTS)
+    assert out["params"] == sum(parts[n]["params"] for n in prof.present(tiny_model, prof.PARTS))
     assert out["param_memory_mib"] == pytest.approx(
         (out["param_bytes"] + out["buffer_bytes"]) / 2**20)
-    for side, names, transforms in (("encoder", prof.ENCODER_PARTS, prof.ENCODER_TRANSFORMS),
-                                    ("decoder", prof.DECODER_PARTS, prof.DECODER_TRANSFORMS)):
+    for side, names, transforms in (
+            ("encoder", prof.present(tiny_model, prof.ENCODER_PARTS), prof.ENCODER_TRANSFORMS[:3]),
+            ("decoder", prof.present(tiny_model, prof.DECODER_PARTS), ("h_s", "g_s"))):
         s = out[side]
         assert s["params"] == sum(parts[n]["params"] for n in names)
         assert s["flops"] == sum(out["flops"][t] for t in transforms)

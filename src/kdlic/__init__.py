@@ -10,7 +10,17 @@ The Python API (:mod:`kdlic.api`), re-exported here::
     image = kdlic.decompress(data, run.model)
 """
 
-from kdlic.api import RunResult, compress, decompress, distill, evaluate, profile, train
+from kdlic.api import (
+    RunResult,
+    baselines,
+    compress,
+    decompress,
+    distill,
+    evaluate,
+    profile,
+    report,
+    train,
+)
 from kdlic.distillation.terms import PRESETS, register_term
 from kdlic.errors import KdlicError
 from kdlic.models import (
@@ -28,6 +38,7 @@ __all__ = [
     "KdlicError",
     "RunResult",
     "adopt",
+    "baselines",
     "build_model",
     "compress",
     "decompress",
@@ -38,5 +49,6 @@ __all__ = [
     "profile",
     "register_architecture",
     "register_term",
+    "report",
     "train",
 ]

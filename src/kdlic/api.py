@@ -367,6 +367,28 @@ def profile(models: ModelLike | Sequence[ModelLike], **options: Any) -> dict[str
         return profile_models(specs, **options)
 
 
+def baselines(images: str | Path | Sequence[str | Path], out_dir: str | Path,
+              codecs: Sequence[str] | None = None,
+              qualities: dict[str, list[float]] | None = None, progress: bool = False
+              ) -> dict[str, dict[str, Any]]:
+    """Classic codecs' RD curves on the same images (``OUT_DIR/CODEC.json``, CompressAI's
+    JSON layout); the documents by codec name. ``codecs`` None: every one available."""
+    from kdlic.evaluation.classic import available_codecs, run_baselines
+
+    codecs = available_codecs() if codecs is None else codecs
+    paths = collect_images([images] if isinstance(images, (str, Path)) else images)
+    return run_baselines(paths, list(codecs), qualities, Path(out_dir), progress=progress)
+
+
+def report(results: Sequence[str | Path], out_dir: str | Path, **options: Any) -> dict[str, Any]:
+    """Tables, plots, crops and ``OUT_DIR/index.html`` from result JSONs (evaluation,
+    baselines, profile); ``options`` are :func:`kdlic.report.build_report`'s."""
+    from kdlic.report import build_report
+
+    options.setdefault("progress", False)
+    return build_report([str(r) for r in results], Path(out_dir), **options)
+
+
 def compress(image: str | Path | Image.Image | np.ndarray, model: ModelLike) -> bytes:
     """Compress ``image`` with ``model``; the ``.kdl`` file's bytes (docs/format.md)."""
     from kdlic import codec

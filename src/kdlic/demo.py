@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from kdlic.cli import main as kdlic
+from kdlic import api
 from kdlic.errors import KdlicError
-from kdlic.utils.files import from_jsonable
+from kdlic.utils.files import from_jsonable, write_json
 from kdlic.zoo import zoo_names, zoo_teacher
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,24 +83,18 @@ def run_demo(out: Path, minutes: float, threads: int | None) -> Path:
     print(f"[demo] teacher {teacher}; distilling an N=16 student for {minutes:g} min on "
           f"{images}")
     student_dir = out / "student-n16"
-    flags = ["distill", "--teacher", teacher, "--N", "16", "--preset", "L1", "--cache",
-             "memory", "--minutes", str(minutes), "--steps", "1000000",
-             "--data", str(images), "--crop", "128", "--batch-size", "8", "--lr", "3e-4",
-             "--val-every", "200", "--set", "data.val_count=1", "--run-dir", str(student_dir)]
-    if threads:
-        flags += ["--threads", str(threads)]
-    if (student_dir / "last.pt").exists():
+    if student_dir.exists():
         shutil.rmtree(student_dir)  # a fresh demo each time
-    if kdlic(flags) != 0:
-        raise KdlicError("distillation failed")
-    models = [teacher, *[n for n in zoo_names() if n != teacher], str(student_dir / "best.pt")]
+    overrides = ["kd.cache=memory", "data.crop=128", "data.batch_size=8", "optim.lr=3e-4",
+                 "schedule.val_every=200", "data.val_count=1"]
+    if threads:
+        overrides.append(f"runtime.threads={threads}")
+    run = api.distill(teacher, 16, images, preset="L1", minutes=minutes, steps=1_000_000,
+                      run_dir=student_dir, overrides=overrides)
+    models = [teacher, *[n for n in zoo_names() if n != teacher], str(run.best)]
     print(f"[demo] compressing {sample.name} with {len(models)} models and JPEG/WebP")
-    if kdlic(["evaluate", *models, "-i", str(sample), "-o", str(out / "models.json"),
-              "--name", "kdlic", "--no-progress"]) != 0:
-        raise KdlicError("evaluation failed")
-    if kdlic(["baselines", str(sample), "--codecs", "jpeg,webp", "-o", str(out / "baselines"),
-              "--no-progress"]) != 0:
-        raise KdlicError("baselines failed")
+    write_json(out / "models.json", api.evaluate(models, sample, name="kdlic"))
+    api.baselines(sample, out / "baselines", codecs=("jpeg", "webp"))
     evaluated = json.loads((out / "models.json").read_text())
     print(f"\n{'codec':40s} {'bpp':>7s} {'PSNR dB':>8s}")
     for i, m in enumerate(evaluated["models"]):
@@ -114,8 +108,6 @@ def run_demo(out: Path, minutes: float, threads: int | None) -> Path:
                 b, q = _similar_bpp(curve, bpp)
                 print(f"{codec + ' (closest bpp to the student)':40s} {b:7.3f} {q:8.2f}")
     report = out / "report"
-    if kdlic(["report", str(out / "models.json"), str(out / "baselines" / "jpeg.json"),
-              str(out / "baselines" / "webp.json"), "-o", str(report),
-              "--crop-image", str(sample)]) != 0:
-        raise KdlicError("report failed")
+    api.report([out / "models.json", out / "baselines" / "jpeg.json",
+                out / "baselines" / "webp.json"], report, crop_image=sample)
     return report / "index.html"

@@ -66,18 +66,22 @@ from kdlic.utils.threads import torch_threads
 
 NOT_METERED = "not metered"
 MIB = 2**20
-PARTS = ("g_a", "h_a", "h_s", "g_s", "entropy_bottleneck", "gaussian_conditional")
-ENCODER_PARTS = ("g_a", "h_a", "h_s", "entropy_bottleneck", "gaussian_conditional")
-DECODER_PARTS = ("h_s", "g_s", "entropy_bottleneck", "gaussian_conditional")
-TRANSFORMS = ("g_a", "h_a", "h_s", "g_s")
-ENCODER_TRANSFORMS = ("g_a", "h_a", "h_s")
-DECODER_TRANSFORMS = ("h_s", "g_s")
+# The networks of every registered architecture, and which side runs each; a model has
+# a subset (a factorized prior has no h_a/h_s; only autoregressive models have a context
+# model and entropy parameters), see present().
+TRANSFORMS = ("g_a", "h_a", "h_s", "context_prediction", "entropy_parameters", "g_s")
+ENCODER_TRANSFORMS = ("g_a", "h_a", "h_s", "context_prediction", "entropy_parameters")
+DECODER_TRANSFORMS = ("h_s", "context_prediction", "entropy_parameters", "g_s")
+ENTROPY_MODELS = ("entropy_bottleneck", "gaussian_conditional")
+PARTS = (*TRANSFORMS, *ENTROPY_MODELS)
+ENCODER_PARTS = (*ENCODER_TRANSFORMS, *ENTROPY_MODELS)
+DECODER_PARTS = (*DECODER_TRANSFORMS, *ENTROPY_MODELS)
 DEFAULT_IMAGE = Path("../shared/data/kodak/kodim14.png")
 
 METHODS = {
-    "params": "numel of the parameters of the parts each side runs (encoder: g_a, h_a, h_s, "
-    "entropy_bottleneck, gaussian_conditional; decoder: entropy_bottleneck, h_s, "
-    "gaussian_conditional, g_s)",
+    "params": "numel of the parameters of the parts each side runs, of those the model has "
+    "(encoder: g_a, h_a, h_s, context_prediction, entropy_parameters, entropy_bottleneck, "
+    "gaussian_conditional; decoder: the same without g_a and h_a, with g_s)",
     "param_memory": "bytes of the fp32 parameters plus buffers (CDF tables after update()) "
     "of those parts, in MiB (2**20 bytes); params_mib is the parameters alone",
     "flops": "torch.utils.flop_counter.FlopCounterMode on one padded frame, per transform; "
@@ -87,8 +91,10 @@ METHODS = {
     "latency": "wall time of kdlic.codec.Codec.encode/decode on the frame (uint8 array in, "
     "bytes / PIL image out), after warm-up, with torch set to the given threads (the codec "
     "may still choose its own, e.g. one thread for bit-exact transforms); fps = 1 / median",
-    "network_latency": "wall time of the model's transforms alone (g_a+h_a+h_s or h_s+g_s) "
-    "on the padded frame at the given threads, timed in the same rounds as the codec; "
+    "network_latency": "wall time of the model's transforms alone (encoder: g_a, h_a, h_s "
+    "and the context model; decoder: h_s, the context model and g_s), timed by hooks in "
+    "one eval forward pass on the padded frame at the given threads, in the same rounds "
+    "as the codec; "
     "achieved GFLOP/s = their FLOPs / median time",
 }
 
@@ -140,39 +146,68 @@ def count_flops(module: nn.Module | Callable[..., Any], *inputs: Any) -> tuple[i
     return int(counter.get_total_flops()), by_op
 
 
+def present(model: nn.Module, names: Sequence[str]) -> tuple[str, ...]:
+    """The parts among ``names`` that ``model`` has."""
+    return tuple(n for n in names if isinstance(getattr(model, n, None), nn.Module))
+
+
+@torch.no_grad()
+def transform_inputs(model: nn.Module, size: tuple[int, int]) -> dict[str, tuple[int, ...]]:
+    """The input shape of each transform for one ``size`` = (H, W) frame (multiples of 64).
+
+    Read by forward pre-hooks from one eval pass of the whole model on a 64x64 frame,
+    then scaled: every latent grid is a fixed fraction of the frame.
+    """
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def record(t: str):
+        def hook(module: nn.Module, args: tuple) -> None:  # None: the input is unchanged
+            shapes.setdefault(t, tuple(args[0].shape))
+        return hook
+
+    handles = [getattr(model, t).register_forward_pre_hook(record(t))
+               for t in present(model, TRANSFORMS)]
+    was_training = model.training
+    try:
+        model.eval()(torch.zeros(1, 3, 64, 64, device=next(model.parameters()).device))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    fh, fw = size[0] // 64, size[1] // 64
+    return {t: (*s[:2], s[2] * fh, s[3] * fw) for t, s in shapes.items()}
+
+
 @torch.no_grad()
 def transform_flops(model: nn.Module, size: tuple[int, int]) -> dict[str, Any]:
-    """FLOPs of g_a, h_a, h_s and g_s on one ``size`` = (H, W) frame (a multiple of 64).
+    """FLOPs of each transform the model has on one ``size`` = (H, W) frame.
 
     Counted on a copy of the model on PyTorch's ``meta`` device (shapes only, no
     arithmetic: instant even for a large model), or for real if that copy fails.
     """
+    inputs = transform_inputs(model, size)
     try:
         meta_model = copy.deepcopy(model).to("meta")
-        return _transform_flops(meta_model, torch.empty(1, 3, *size, device="meta"))
+        return _transform_flops(meta_model, inputs, torch.device("meta"), size)
     except Exception:  # a module without meta support: count on real tensors
-        device = next(model.parameters()).device
-        return _transform_flops(model, torch.rand(1, 3, *size, device=device))
+        return _transform_flops(model, inputs, next(model.parameters()).device, size)
 
 
-def _transform_flops(model: nn.Module, x: torch.Tensor) -> dict[str, Any]:
+def _transform_flops(model: nn.Module, inputs: dict[str, tuple[int, ...]],
+                     device: torch.device, size: tuple[int, int]) -> dict[str, Any]:
     flops: dict[str, int] = {}
     by_op: dict[str, dict[str, int]] = {}
-    flops["g_a"], by_op["g_a"] = count_flops(model.g_a, x)
-    y = model.g_a(x)
-    flops["h_a"], by_op["h_a"] = count_flops(model.h_a, torch.abs(y))
-    z_hat = torch.round(model.h_a(torch.abs(y)))
-    flops["h_s"], by_op["h_s"] = count_flops(model.h_s, z_hat)
-    flops["g_s"], by_op["g_s"] = count_flops(model.g_s, torch.round(y))
+    for t, shape in inputs.items():
+        flops[t], by_op[t] = count_flops(getattr(model, t), torch.zeros(shape, device=device))
     forward = sum(flops.values())
     return {
         **flops,
-        "encoder": sum(flops[t] for t in ENCODER_TRANSFORMS),
-        "decoder": sum(flops[t] for t in DECODER_TRANSFORMS),
+        "encoder": sum(flops.get(t, 0) for t in ENCODER_TRANSFORMS),
+        "decoder": sum(flops.get(t, 0) for t in DECODER_TRANSFORMS),
         "forward": forward,
         "gflops_per_frame": forward / 1e9,
         "gmacs_per_frame": forward / 2e9,
-        "frame": [int(x.shape[-2]), int(x.shape[-1])],
+        "frame": list(size),
         "by_op": by_op,
     }
 
@@ -455,22 +490,34 @@ def _loadavg() -> list[float] | None:
 
 @torch.no_grad()
 def _time_transforms(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
-    """Seconds of one pass of each transform (g_a, h_a, h_s, g_s) on ``x``."""
+    """Seconds each transform takes in one eval forward pass of the model on ``x``."""
     dev = x.device
-    stamps = [time.perf_counter()]
-    y = model.g_a(x)
-    _sync(dev)
-    stamps.append(time.perf_counter())
-    z = model.h_a(torch.abs(y))
-    _sync(dev)
-    stamps.append(time.perf_counter())
-    model.h_s(torch.round(z))
-    _sync(dev)
-    stamps.append(time.perf_counter())
-    model.g_s(torch.round(y))
-    _sync(dev)
-    stamps.append(time.perf_counter())
-    return {t: stamps[j + 1] - stamps[j] for j, t in enumerate(TRANSFORMS)}
+    start: dict[str, float] = {}
+    took: dict[str, float] = {}
+
+    def before(t: str):
+        def hook(module: nn.Module, args: tuple) -> None:
+            _sync(dev)
+            start[t] = time.perf_counter()
+        return hook
+
+    def after(t: str):
+        def hook(module: nn.Module, args: tuple, out: Any) -> None:
+            _sync(dev)
+            took[t] = took.get(t, 0.0) + time.perf_counter() - start[t]
+        return hook
+
+    handles = []
+    for t in present(model, TRANSFORMS):
+        module = getattr(model, t)
+        handles += [module.register_forward_pre_hook(before(t)),
+                    module.register_forward_hook(after(t))]
+    try:
+        model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return took
 
 
 def profile_model(
@@ -517,10 +564,11 @@ def profile_model(
     with torch_threads(threads) as used_threads:
         codec = Codec(model, dev)  # moves to device, eval(), builds the CDF tables
         model = codec.model
-        parts = {name: part_sizes(getattr(model, name)) for name in PARTS}
+        transforms = present(model, TRANSFORMS)
+        parts = {name: part_sizes(getattr(model, name)) for name in present(model, PARTS)}
         whole = part_sizes(model)
         flops = transform_flops(model, frame)
-        for t in TRANSFORMS:
+        for t in transforms:
             parts[t]["flops"] = flops[t]
 
         steps = (warmup + repeats) * 3
@@ -538,7 +586,7 @@ def profile_model(
         times: dict[str, list[float]] = {"encoder": [], "decoder": []}
         stages: dict[str, dict[str, list[float]]] = {"encoder": {}, "decoder": {}}
         joules = {"encoder": 0.0, "decoder": 0.0}
-        net: dict[str, list[float]] = {t: [] for t in TRANSFORMS}
+        net: dict[str, list[float]] = {t: [] for t in transforms}
         data = b""
         for i in range(warmup + repeats):
             timed = i >= warmup
@@ -559,7 +607,7 @@ def profile_model(
                 tick()
             one = _time_transforms(model, x)
             if timed:
-                for t in TRANSFORMS:
+                for t in transforms:
                     net[t].append(one[t])
             tick()
         bar.close()
@@ -577,18 +625,18 @@ def profile_model(
 
     peak = matmul_peak["gflops_per_s"] if matmul_peak else None
     sides: dict[str, Any] = {}
-    for side, names, transforms in (
-        ("encoder", ENCODER_PARTS, ENCODER_TRANSFORMS),
-        ("decoder", DECODER_PARTS, DECODER_TRANSFORMS),
+    for side, names, side_transforms in (
+        ("encoder", present(model, ENCODER_PARTS), present(model, ENCODER_TRANSFORMS)),
+        ("decoder", present(model, DECODER_PARTS), present(model, DECODER_TRANSFORMS)),
     ):
         lat = summarize(times[side])
-        net_times = np.sum([net[t] for t in transforms], axis=0)
+        net_times = np.sum([net[t] for t in side_transforms], axis=0)
         net_lat = summarize(net_times)
-        side_flops = sum(flops[t] for t in transforms)
+        side_flops = sum(flops[t] for t in side_transforms)
         achieved = side_flops / net_lat["median"] / 1e9
         sides[side] = {
             **_side_sizes(parts, names),
-            "transforms": list(transforms),
+            "transforms": list(side_transforms),
             "flops": side_flops,
             "gflops": side_flops / 1e9,
             "peak_memory_mib": mem[side].get("peak_memory_mib"),
@@ -597,7 +645,8 @@ def profile_model(
             "fps": 1.0 / lat["median"],
             "stages_s": {k: float(np.median(v)) for k, v in stages[side].items()},
             "network_latency_s": net_lat,
-            "network_latency_by_transform_s": {t: float(np.median(net[t])) for t in transforms},
+            "network_latency_by_transform_s": {t: float(np.median(net[t]))
+                                               for t in side_transforms},
             "achieved_gflops_per_s": achieved,
             "best_achieved_gflops_per_s": side_flops / net_lat["min"] / 1e9,
             "end_to_end_gflops_per_s": side_flops / lat["median"] / 1e9,

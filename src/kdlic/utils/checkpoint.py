@@ -54,8 +54,11 @@ def save_checkpoint(
         half: store floating-point weights as fp16 (zoo files); loading restores fp32.
         pack: with ``half``, pack the fp16 weights (module docstring): smaller files.
     """
+    # Buffers stay as they are: they are small, and fp16 would zero the entropy models'
+    # likelihood bound (1e-9 is below fp16's smallest value).
+    params = {name for name, _ in model.named_parameters()}
     state = {
-        k: (v.half() if half and v.is_floating_point() else v).detach().cpu()
+        k: (v.half() if half and k in params and v.is_floating_point() else v).detach().cpu()
         for k, v in model.state_dict().items()
     }
     ckpt: dict[str, Any] = {
@@ -107,7 +110,30 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     _check_types(ckpt, path)
     if "packed_half" in ckpt:
         ckpt["state_dict"] = {**ckpt["state_dict"], **unpack_half(ckpt.pop("packed_half"), path)}
+    repair_likelihood_bounds(ckpt["state_dict"])
+    raw = (ckpt.get("train_state") or {}).get("raw_model")
+    if isinstance(raw, dict):
+        repair_likelihood_bounds(raw)
     return ckpt
+
+
+# CompressAI's entropy models bound every likelihood below by 1e-9
+# (compressai/entropy_models/entropy_models.py, likelihood_bound=1e-9).
+LIKELIHOOD_BOUND = 1e-9
+
+
+def repair_likelihood_bounds(state: dict[str, Any]) -> None:
+    """Restore likelihood bounds that an fp16 file stored as 0, in place.
+
+    Files written with every float tensor in fp16 (the zoo before this was fixed) hold
+    ``*.likelihood_lower_bound.bound`` = 0: 1e-9 underflows fp16. A zero bound lets a
+    likelihood reach 0, so the rate estimate becomes inf (training stops on a non-finite
+    loss; evaluation's estimated bpp reads inf).
+    """
+    for name, value in state.items():
+        if (name.endswith("likelihood_lower_bound.bound") and isinstance(value, torch.Tensor)
+                and value.is_floating_point() and value.numel() == 1 and float(value) == 0):
+            state[name] = torch.full_like(value, LIKELIHOOD_BOUND, dtype=torch.float32)
 
 
 def _check_types(ckpt: dict[str, Any], path: Path) -> None:
