@@ -180,3 +180,18 @@ def test_two_process_gloo_run_matches_one_process(teacher_file, image_dir, tmp_p
     # Same crops and initial weights; only the quantisation noise differs per rank.
     assert log2[0]["loss"] == pytest.approx(log1[0]["loss"], rel=0.05)
     assert load_model(tmp_path / "two" / "last.pt").meta["step"] == 4
+
+
+def test_cli_distils_a_compressai_file_into_another_architecture(image_dir, tmp_path):
+    from compressai.models import MeanScaleHyperprior
+
+    torch.manual_seed(0)
+    weights = tmp_path / "mbt2018-mean-q3.pth.tar"
+    torch.save(MeanScaleHyperprior(8, 16).state_dict(), weights)
+    run = tmp_path / "run"
+    assert main(["distill", "--teacher", f"compressai:mbt2018-mean:3:{weights}",
+                 "--student-arch", "bmshj2018-factorized", "--N", "4",
+                 *tiny_args(image_dir, run)]) == 0
+    student = load_model(run / "best.pt")
+    assert student.arch == "bmshj2018-factorized" and student.arch_args == {"N": 4, "M": 16}
+    assert student.meta["lmbda"] == 0.0067  # CompressAI's lambda for quality 3

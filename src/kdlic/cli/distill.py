@@ -18,6 +18,7 @@ FLAGS = {
     "preset": "kd.preset",
     "cache": "kd.cache",
     "temperature": "kd.temperature",
+    "student_arch": "student.arch",
     "N": "student.N",
     "M": "student.M",
 }
@@ -34,11 +35,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             PRESETS.items()) + ". Terms: latent = MSE(y_hat), latent_kl = KL over channels, "
         "hyper = MSE(z_hat), output = MSE(x_hat) on [0,1] images, rd = student's "
         "lambda*255^2*MSE+bpp. The best checkpoint is chosen by the student's validation "
-        "RD loss. Works under torchrun (DDP). Defaults: student N=32 with the teacher's M, "
+        "RD loss. Works under torchrun (DDP). Teachers and students may be any CompressAI "
+        "architecture kdlic registers. Defaults: student N=32 with the teacher's "
+        "architecture and latent channels, "
         "lambda = the teacher's, preset L1, the train command's schedule (see "
         "kdlic.distillation.config.DISTILL_DEFAULTS).",
     )
-    p.add_argument("--teacher", help="teacher: checkpoint, zoo name or compressai:ARCH:Q")
+    p.add_argument("--teacher", help="teacher: checkpoint, zoo name or compressai:ARCH:Q[:FILE]")
     p.add_argument("--teacher2", help="hybrid preset: the second (low-rate) teacher")
     p.add_argument("--teacher-device", help="device for the teacher(s) [teacher_device]")
     p.add_argument("--preset", help=f"loss preset: {', '.join(PRESETS)} [kd.preset]")
@@ -47,6 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, help="latent_kl temperature [kd.temperature]")
     p.add_argument("--cache", choices=("none", "memory", "disk"),
                    help="precompute teacher outputs once per image [kd.cache]")
+    p.add_argument("--student-arch", help="student architecture (default: the teacher's; "
+                   "kdlic.ARCHITECTURES) [student.arch]")
     p.add_argument("--N", type=int, help="student transform channels [student.N]")
     p.add_argument("--M", type=int, help="student latent channels (default: teacher's)")
     add_run_arguments(p)
