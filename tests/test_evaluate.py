@@ -133,3 +133,25 @@ def test_evaluate_skips_and_counts_decompression_bombs(image_dir, tmp_path, capl
     assert "skipped 1 image(s) larger than 67108864 pixels of 4" in caplog.text
     data = json.loads(out.read_text())
     assert [r["image"] for r in data["models"][0]["per_image"]] == ["img0.png", "img1.png"]
+
+
+def test_estimated_bpp_is_finite_when_likelihoods_underflow(tiny_model):
+    """Issue 14: bound buffers at 0 (an old fp16 file) and a latent far out in the tails
+    give likelihoods of exactly 0; the estimate bounds them as CompressAI's entropy
+    models do (1e-9, ~29.9 bits per symbol) instead of reading inf."""
+    from kdlic.data.sampling import padded_input
+    from kdlic.evaluation.evaluate import estimated_bpp
+
+    model = tiny_model.eval()
+    for name, buffer in model.named_buffers():
+        if name.endswith("likelihood_lower_bound.bound"):
+            buffer.zero_()
+    with torch.no_grad():
+        model.g_a[-1].weight.mul_(1000)  # |y| huge: Gaussian likelihoods underflow fp32
+    rgb = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    with torch.no_grad():
+        likelihoods = model(padded_input(rgb))["likelihoods"]
+    assert (likelihoods["y"] == 0).any()  # the plain -log2 sum would be inf
+    rate = estimated_bpp(model, rgb)
+    assert np.isfinite(rate)
+    assert rate <= 29.9 * sum(v.numel() for v in likelihoods.values()) / (64 * 64)

@@ -1,5 +1,6 @@
 import copy
 import json
+import math
 
 import pytest
 import torch
@@ -48,10 +49,13 @@ def test_snapshots_keep_fp16_eval_weights_every_k_steps(tiny_cfg):
     ckpt = read_checkpoint(snaps[-1])
     assert "train_state" not in ckpt and ckpt["meta"]["step"] == 6
     last = read_checkpoint(trainer.run_dir / "last.pt")["state_dict"]  # the EMA weights
+    params = {name for name, _ in trainer.model.named_parameters()}
     for name, value in ckpt["state_dict"].items():
-        if value.is_floating_point():
+        if name in params:
             assert value.dtype == torch.float16
             torch.testing.assert_close(value.float(), last[name].half().float())
+        else:  # buffers stay fp32 (fp16 would zero the 1e-9 likelihood bound)
+            torch.testing.assert_close(value, last[name])
 
 
 RECIPES = {
@@ -257,3 +261,24 @@ def test_resume_removes_temporary_files_of_a_killed_checkpoint_write(tiny_cfg):
     stale.write_bytes(b"x" * 1000)
     make_trainer(tiny_cfg, resume=True)
     assert not stale.exists() and (run / "last.pt").is_file()
+
+
+def test_bpp_bound_leaves_values_and_gradients_of_bounded_likelihoods_alone():
+    """The rate's 1e-9 floor (issue 14) changes nothing where a model keeps its bound,
+    so the training loss and its gradients are those of the plain -log2 sum."""
+    from kdlic.training.losses import bpp
+
+    lik = torch.tensor([1e-9, 1e-4, 0.5, 1.0], requires_grad=True)
+    plain = -torch.log2(lik).sum() / 4
+    (g_plain,) = torch.autograd.grad(plain, lik)
+    rate = bpp({"y": lik}, 4)
+    (g_rate,) = torch.autograd.grad(rate, lik)
+    assert torch.equal(rate, plain)
+    assert torch.equal(g_rate, g_plain)
+    # Below the floor: a finite value, and still a gradient that raises the likelihood.
+    zero = torch.tensor([0.0, 0.5], requires_grad=True)
+    rate = bpp({"y": zero}, 1)
+    assert torch.isfinite(rate)
+    assert rate.item() == pytest.approx(-math.log2(1e-9) + 1, rel=1e-6)
+    rate.backward()
+    assert zero.grad[0] < 0

@@ -6,7 +6,10 @@ import math
 from typing import Any, Protocol
 
 import torch
+from compressai.ops.bound_ops import LowerBoundFunction
 from torch import Tensor, nn
+
+from kdlic.utils.checkpoint import LIKELIHOOD_BOUND
 
 
 class Objective(Protocol):
@@ -23,8 +26,23 @@ class Objective(Protocol):
 
 
 def bpp(likelihoods: dict[str, Tensor], num_pixels: int) -> Tensor:
-    """Estimated rate in bits per pixel: sum of -log2(likelihood) / pixels, all images."""
-    return sum(-torch.log2(lik).sum() for lik in likelihoods.values()) / num_pixels
+    """Estimated rate in bits per pixel: sum of -log2(likelihood) / pixels, all images.
+
+    Likelihoods are bounded below by 1e-9 (at most ~29.9 bits per symbol), as
+    CompressAI's entropy models bound them, so the estimate is finite even for a model
+    whose own bound is missing or zero (a likelihood that underflowed to 0 would give
+    inf). The bound uses CompressAI's ``LowerBound`` operator: where a likelihood is
+    at or above the bound (always, in a model whose entropy models keep their bound)
+    value and gradient are unchanged, so the training loss is the same; below it the
+    gradient still passes where it pushes the likelihood up. Computed in fp32 (1e-9
+    underflows fp16).
+    """
+    total = 0
+    for lik in likelihoods.values():
+        lik = lik.float()
+        bound = torch.full((1,), LIKELIHOOD_BOUND, dtype=lik.dtype, device=lik.device)
+        total = total + -torch.log2(LowerBoundFunction.apply(lik, bound)).sum()
+    return total / num_pixels
 
 
 def psnr_from_mse(mse: Tensor | float) -> float:
