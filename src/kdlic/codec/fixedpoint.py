@@ -21,10 +21,23 @@ single correctly-rounded IEEE operation, so the result is the same on any platfo
   kernels cannot change it (cuDNN is switched off for these calls so no FFT or
   Winograd algorithm, which would not be a plain sum of products, is picked);
 * after each layer: ``floor(acc * 2**-e_c + 1/2)`` (exact scaling, one rounding)
-  brings the result back to units of ``2**-F``; ReLU and the clamp are exact.
+  brings the result back to units of ``2**-F``; ReLU and the clamp are exact;
+* LeakyReLU (the mean-scale hyperprior's h_s) uses its slope rounded to a dyadic
+  rational ``k / 2**SLOPE_BITS`` (``k = rint(slope * 2**SLOPE_BITS)``; 0.01 becomes
+  10486 / 2**20, 5e-5 relative error) and maps a negative ``a`` to
+  ``floor(a * (k / 2**SLOPE_BITS) + 1/2)``. ``|a * k| < 2**26 * 2**26``, so the product
+  is exact, and so are the power-of-two scaling and the ``+ 1/2`` (the sum is a
+  multiple of ``2**-SLOPE_BITS`` below ``2**33``): the floor is the only rounding, and an
+  element-wise op has no summation order to depend on.
 
-The scale is then compared with integer thresholds ``floor(s_i * 2**F)`` of the
-scale table: ``scale > s_i  <=>  q > floor(s_i * 2**F)`` for an integer ``q``.
+Output channels: the last layer computes only the channels asked for (``channels``),
+so a decoder asks for the scales of the coded latent channels only; the mean-scale
+hyperprior's h_s has ``2 M`` outputs, scales ``0..M-1`` then means ``M..2M-1``
+(CompressAI's ``gaussian_params.chunk(2, 1)``), and both are read from one call.
+
+A scale is then compared with integer thresholds ``floor(s_i * 2**F)`` of the
+scale table: ``scale > s_i  <=>  q > floor(s_i * 2**F)`` for an integer ``q``. A
+mean ``q`` is the real number ``q * 2**-F``, exact in float64 (``|q| < 2**26``).
 """
 
 from __future__ import annotations
@@ -40,6 +53,8 @@ ACT_BITS = 26  # |activation| < 2**26 units, i.e. < 16384
 ACC_BITS = 52  # |sum of products| <= 2**52; + |bias| <= 2**51 stays below 2**53
 BIAS_LIMIT = 2.0**51
 MIN_WEIGHT_BITS = 8
+SLOPE_BITS = 20  # LeakyReLU slopes as k / 2**20
+MAX_SLOPE = 2.0**(ACC_BITS - ACT_BITS - SLOPE_BITS)  # |k| <= 2**26: |a * k| <= 2**52
 
 
 class _Layer:
@@ -85,37 +100,62 @@ class _Layer:
         return torch.floor((acc + bias) * rescale + 0.5)
 
 
-class FixedPointSequential:
-    """An ``nn.Sequential`` of Conv2d / ConvTranspose2d / ReLU, evaluated exactly.
+class _LeakyReLU:
+    """LeakyReLU on integers in units of ``2**-F``, exactly (see the module docstring):
+    ``a`` for ``a >= 0``, else ``floor(a * k / 2**SLOPE_BITS + 1/2)``."""
 
-    Inputs and outputs are float64 tensors of integers in units of ``2**-FRAC_BITS``.
+    def __init__(self, slope: float) -> None:
+        k = round(float(slope) * 2**SLOPE_BITS)  # round half to even, like rint
+        if not abs(k) <= MAX_SLOPE * 2**SLOPE_BITS:
+            raise ValueError(f"LeakyReLU slope {slope} is too large for exact fixed point")
+        self.slope = math.ldexp(float(k), -SLOPE_BITS)  # k / 2**20, exact in float64
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return torch.where(x < 0, torch.floor(x * self.slope + 0.5), x)
+
+
+class FixedPointSequential:
+    """An ``nn.Sequential`` of Conv2d / ConvTranspose2d / ReLU / LeakyReLU, evaluated
+    exactly.
+
+    Inputs and outputs are float64 tensors of integers in units of ``2**-FRAC_BITS``;
+    ``out_channels`` is the last layer's channel count.
     """
 
     def __init__(self, seq: nn.Sequential, device: str | torch.device = "cpu") -> None:
         self.device = torch.device(device)
-        self.ops: list[_Layer | str] = []
+        self.ops: list[_Layer | _LeakyReLU | str] = []
         for mod in seq:
             if isinstance(mod, nn.ReLU):
                 self.ops.append("relu")
+            elif isinstance(mod, nn.LeakyReLU):
+                self.ops.append(_LeakyReLU(mod.negative_slope))
             elif isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d)):
                 self.ops.append(_Layer(mod, self.device))
             else:
                 raise ValueError(f"fixed-point h_s cannot run {type(mod).__name__}")
+        layers = [i for i, op in enumerate(self.ops) if isinstance(op, _Layer)]
+        if not layers:
+            raise ValueError("fixed-point h_s needs at least one convolution")
+        self._last = layers[-1]
+        self.out_channels = int(self.ops[self._last].bias.shape[1])
 
     @torch.no_grad()
     def __call__(self, x: Tensor, channels: Tensor | None = None) -> Tensor:
-        """Run the layers; ``channels``: compute only these output channels (int64)."""
+        """Run the layers on ``x`` (B, C, h, w); ``channels``: compute only these output
+        channels of the last layer (int64, in this order)."""
         limit = float(2**ACT_BITS - 1)
         x = x.to(self.device, torch.float64).clamp(-limit, limit)
-        last = max(i for i, op in enumerate(self.ops) if op != "relu")
         if channels is not None:
             channels = channels.to(self.device)
         with torch.backends.cudnn.flags(enabled=False):
             for i, op in enumerate(self.ops):
                 if op == "relu":
                     x = x.clamp_(min=0.0)
+                elif isinstance(op, _LeakyReLU):
+                    x = op(x).clamp_(-limit, limit)  # a slope above 1 can leave it
                 else:
-                    x = op(x, channels if i == last else None).clamp_(-limit, limit)
+                    x = op(x, channels if i == self._last else None).clamp_(-limit, limit)
         return x
 
 
