@@ -65,8 +65,18 @@ def mean_metrics(per_image: Sequence[dict[str, Any]]) -> dict[str, float | None]
     return {key: mean_of_measured([r[key] for r in per_image]) for key in METRICS}
 
 
+def model_family(meta: dict[str, Any]) -> dict[str, Any]:
+    """How a model was made, from its checkpoint's config: ``kind`` (train or distill),
+    ``preset`` (the KD loss; ``none`` = plain RD training of a student) and ``teacher``.
+    The report draws one curve per family (the same recipe at several lambdas)."""
+    config = meta.get("config") or {}
+    kd = config.get("kd") or {}
+    return {"kind": meta.get("kind"), "preset": kd.get("preset"),
+            "teacher": config.get("teacher")}
+
+
 def model_summary(model: nn.Module, spec: str) -> dict[str, Any]:
-    meta = getattr(model, "meta", {})
+    meta = getattr(model, "meta", {}) or {}
     return {
         "model": spec,
         "arch": model.arch,
@@ -74,6 +84,7 @@ def model_summary(model: nn.Module, spec: str) -> dict[str, Any]:
         "lmbda": meta.get("lmbda"),
         "steps": meta.get("step"),
         "params": sum(p.numel() for p in model.parameters()),
+        **model_family(meta),
     }
 
 

@@ -22,7 +22,7 @@ from kdlic.report.crops import find_image, write_crops
 from kdlic.report.html import write_html
 from kdlic.report.inputs import Curve, Inputs, ModelRow, load_inputs, published_curve
 from kdlic.report.plots import write_plots
-from kdlic.report.tables import Table, bd_table, resource_tables
+from kdlic.report.tables import bd_table, resource_tables
 
 TABLES = ("size", "compute", "energy", "bd_rate")
 PLOTS = ("rd_psnr", "rd_msssim", "psnr_vs_params", "psnr_vs_flops", "psnr_vs_latency")
@@ -111,7 +111,8 @@ def build_report(
         peak = peak or doc.get("matmul_peak")
 
     # Tables
-    tables: list[Table] = resource_tables(rows, ref, methods, peak)
+    tables, left_out = resource_tables(rows, ref, methods, peak)
+    notes += left_out
     bd_curves = [*inputs.curves]
     if bd_ref is not published and compressai_curve:
         bd_curves.append(published)

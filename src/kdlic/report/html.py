@@ -31,6 +31,20 @@ code { background: #f3f3f3; padding: 0 .2em; }
 """
 
 
+# Once the page has loaded, it records on <body> how many images failed to load and how
+# many tables have no rows: a headless browser's DOM dump then shows whether the page is
+# whole (tests/test_report_browser.py, `make check-report`).
+SELF_CHECK = (
+    "addEventListener('load',()=>{"
+    "const broken=[...document.images].filter(i=>!i.complete||i.naturalWidth===0).length;"
+    "const empty=[...document.querySelectorAll('table')]"
+    ".filter(t=>t.querySelectorAll('tbody tr, tr td').length===0).length;"
+    "document.body.dataset.images=document.images.length;"
+    "document.body.dataset.brokenImages=broken;"
+    "document.body.dataset.emptyTables=empty;});"
+)
+
+
 def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
@@ -86,6 +100,8 @@ def write_html(
     for heading, keys in (("Rate-distortion", ("rd_psnr", "rd_msssim")),
                           ("Quality against resources",
                            ("psnr_vs_params", "psnr_vs_flops", "psnr_vs_latency"))):
+        if not any(key in plots for key in keys):
+            continue  # nothing to show: no empty axes
         body.append(f"<h2>{heading}</h2><div class=figs>")
         for key in keys:
             if key in plots:
@@ -95,10 +111,8 @@ def write_html(
                             f"<figcaption>{_e(titles.get(key, key))}</figcaption></figure>")
         body.append("</div>")
 
-    body.append("<h2>Reconstructions</h2>")
-    if crops is None:
-        body.append("<p>No crops (no crop image found, or none asked for).</p>")
-    else:
+    if crops is not None:  # (why there are none is in the summary's notes)
+        body.append("<h2>Reconstructions</h2>")
         x, y, w, h = crops["box"]
         body.append(f"<p>{_e(Path(crops['image']).name)}, region x={x}, y={y}, {w}x{h}; "
                     "bpp and PSNR of the whole image, really coded.</p><div class=crops>")
@@ -127,7 +141,8 @@ def write_html(
     body.append("</ul>")
     page = ("<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
             "<title>kdlic report</title>"
-            f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+            f"<style>{CSS}</style></head><body>\n" + "\n".join(body)
+            + f"\n<script>{SELF_CHECK}</script>\n</body></html>\n")
     from kdlic.utils.files import atomic_write
 
     atomic_write(path, lambda f: f.write(page), mode="w")

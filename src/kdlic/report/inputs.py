@@ -188,12 +188,11 @@ def load_inputs(paths: list[str | Path]) -> Inputs:
             raise KdlicError(f"{path}: {len(models)} models but {n} results")
         groups: dict[str, list[int]] = {}
         for i, m in enumerate(models):
-            args = m.get("arch_args") or {}
-            groups.setdefault(json.dumps([m.get("arch"), args], sort_keys=True), []).append(i)
+            groups.setdefault(json.dumps(family_key(m), sort_keys=True), []).append(i)
         for members in groups.values():
             args = models[members[0]].get("arch_args") or {}
             curve_name = name if len(groups) == 1 else \
-                f"{name} " + ",".join(f"{k}={v}" for k, v in args.items() if k != "z_channels")
+                f"{name} {family_name(models[members[0]])}"
             curve_name = _unique(curve_name, taken)
             labels = []
             for i in members:
@@ -226,6 +225,25 @@ def load_inputs(paths: list[str | Path]) -> Inputs:
         row.arch_args = row.arch_args or dict(entry.get("arch_args") or {})
         row.sources.append(str(path))
     return inputs
+
+
+def family_key(model: dict[str, Any]) -> list[Any]:
+    """What a curve holds fixed: architecture, size and recipe (train, or distillation
+    with one KD preset); models that differ only in lambda (and teacher: each lambda has
+    its own) are one curve, anything else another."""
+    args = {k: v for k, v in (model.get("arch_args") or {}).items() if k != "z_channels"}
+    kind = model.get("kind")
+    return [model.get("arch"), args, kind, model.get("preset") if kind == "distill" else None]
+
+
+def family_name(model: dict[str, Any]) -> str:
+    """A curve's name from its family: ``N=16,M=192 KD L1``, ``N=16,M=192 no KD``, ..."""
+    arch, args, kind, preset = family_key(model)
+    size = ",".join(f"{k}={v}" for k, v in args.items())
+    recipe = {"distill": "no KD" if preset == "none" else f"KD {preset}",
+              "train": "RD-trained"}.get(kind or "", "")
+    prefix = "" if arch in (None, "scale-hyperprior") else f"{arch} "
+    return " ".join(p for p in (f"{prefix}{size}", recipe) if p)
 
 
 def published_curve() -> Curve:

@@ -33,62 +33,74 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def _empty(ax: Any, text: str) -> None:
-    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
+def _legend_outside(ax: Any) -> None:
+    """The legend right of the axes: it never hides a point, however many curves."""
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
 
 
 def rd_plot(curves: Sequence[Curve], metric: str, path: Path,
-            reference: Curve | None = None, title: str = "") -> Path:
-    """Quality (``"psnr"`` or ``"msssim"``) against bpp: one line per curve."""
+            reference: Curve | None = None, title: str = "") -> Path | None:
+    """Quality (``"psnr"`` or ``"msssim"``) against bpp: a line per curve of two or more
+    points (one family: the same model recipe at several rates, or one codec's sweep), a
+    lone marker per single point. None when no curve has this metric."""
     fig, ax = plt.subplots(figsize=(7.5, 5.2))
     drawn = 0
     if reference is not None:
         bpp, q = reference.points(metric)
         if bpp:
             ax.plot(bpp, q, "--", color="0.45", lw=1.5, label=reference.name)
-            drawn += 1
     for i, curve in enumerate(c for c in curves if c.kind != "published"):
         bpp, q = curve.points(metric)
         if not bpp:
             continue
-        style = "-" if curve.kind == "model" else ":"
-        marker = MARKERS[i % len(MARKERS)]
-        ax.plot(bpp, q, style, marker=marker, ms=6, lw=1.4, label=curve.name)
-        if curve.kind == "model" and len(bpp) == 1:
-            ax.annotate(curve.labels[0] if curve.labels else curve.name, (bpp[0], q[0]),
-                        textcoords="offset points", xytext=(5, 4), fontsize=8)
+        style = ("-" if curve.kind == "model" else ":") if len(bpp) > 1 else "none"
+        ax.plot(bpp, q, linestyle=style, marker=MARKERS[i % len(MARKERS)], ms=6, lw=1.4,
+                label=curve.name)
         drawn += 1
+    if not drawn:
+        plt.close(fig)
+        return None
     ylabel = "PSNR RGB (dB)" if metric == "psnr" else "MS-SSIM RGB"
     ax.set_xlabel("bits per pixel (real bitstream)")
     ax.set_ylabel(ylabel)
     ax.set_title(title or f"{ylabel} against bpp")
     ax.grid(True, alpha=0.3)
-    if drawn:
-        ax.legend(fontsize=8, loc="lower right")
-    else:
-        _empty(ax, f"no {ylabel} data in the inputs")
+    _legend_outside(ax)
     return _save(fig, path)
 
 
 def resource_plot(rows: Sequence[ModelRow], series: Sequence[tuple[str, Callable]],
-                  xlabel: str, path: Path, title: str, logx: bool = True) -> Path:
-    """PSNR against a resource figure, one marker per model, one series per getter."""
+                  xlabel: str, path: Path, title: str, logx: bool = True) -> Path | None:
+    """PSNR against a resource figure: a colour per model family (its RD curve), a marker
+    shape per series, both in the legend (no text on the points, which would overlap).
+    None when no model has both a PSNR and this figure."""
     fig, ax = plt.subplots(figsize=(7.5, 5.2))
-    drawn = 0
+    families = list(dict.fromkeys(r.curve or r.name for r in rows))
+    colours = {f: f"C{i % 10}" for i, f in enumerate(families)}
     xs: list[float] = []
-    for j, (label, get) in enumerate(series):
-        pts = [(get(r), r.value("psnr-rgb"), r.name) for r in rows]
-        pts = [(x, y, n) for x, y, n in pts if _num(x) and _num(y) and x > 0]
-        if not pts:
-            continue
-        ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=MARKERS[j % len(MARKERS)],
-                   s=40, label=label, zorder=3)
-        if j == 0 or not drawn:  # names once, by the first series drawn
-            for x, y, name in pts:
-                ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
-        drawn += len(pts)
-        xs.extend(p[0] for p in pts)
-    if logx and drawn:
+    used_families: set[str] = set()
+    used_series: list[int] = []
+    for j, (_, get) in enumerate(series):
+        for family in families:
+            pts = [(get(r), r.value("psnr-rgb")) for r in rows if (r.curve or r.name) == family]
+            pts = [(x, y) for x, y in pts if _num(x) and _num(y) and x > 0]
+            if not pts:
+                continue
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=40, zorder=3,
+                       marker=MARKERS[j % len(MARKERS)], color=colours[family])
+            used_families.add(family)
+            used_series.append(j)
+            xs.extend(p[0] for p in pts)
+    if not xs:
+        plt.close(fig)
+        return None
+    handles = [plt.Line2D([], [], linestyle="none", marker="o", color=colours[f], label=f)
+               for f in families if f in used_families]
+    if len(series) > 1:
+        handles += [plt.Line2D([], [], linestyle="none", marker=MARKERS[j % len(MARKERS)],
+                               color="0.3", label=series[j][0])
+                    for j in dict.fromkeys(used_series)]
+    if logx:
         ax.set_xscale("log")
         plain = FuncFormatter(lambda v, _: f"{v:g}")
         ax.xaxis.set_major_formatter(plain)
@@ -99,12 +111,8 @@ def resource_plot(rows: Sequence[ModelRow], series: Sequence[tuple[str, Callable
     ax.set_ylabel("PSNR RGB (dB)")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    if drawn:
-        if len(series) > 1:
-            ax.legend(fontsize=8)
-    else:
-        _empty(ax, "no model with both a PSNR and this figure\n"
-                   "(needs an evaluation and a profile of the same model)")
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              borderaxespad=0)
     return _save(fig, path)
 
 
@@ -118,8 +126,8 @@ def _scaled(v: Any, k: float) -> Any:
 
 def write_plots(curves: Sequence[Curve], rows: Sequence[ModelRow], folder: Path,
                 published: Curve | None) -> dict[str, Path]:
-    """Every report figure into ``folder``; {figure key: path}."""
-    return {
+    """Every report figure that has data into ``folder``; {figure key: path}."""
+    plots = {
         "rd_psnr": rd_plot(curves, "psnr", folder / "rd_psnr.png", published,
                            "Rate-distortion: PSNR"),
         "rd_msssim": rd_plot(curves, "msssim", folder / "rd_msssim.png", None,
@@ -139,3 +147,4 @@ def write_plots(curves: Sequence[Curve], rows: Sequence[ModelRow], folder: Path,
             "latency per frame (ms, median)", folder / "psnr_vs_latency.png",
             "PSNR against latency"),
     }
+    return {k: p for k, p in plots.items() if p is not None}

@@ -251,9 +251,19 @@ def build_table(name: str, title: str, columns: Sequence[Column], rows: Sequence
     return Table(name, title, header, cells, csv_header, csv_rows, list(notes))
 
 
+def _metered(row: ModelRow) -> bool:
+    return any(isinstance(prof(row, side, "energy_mj_per_frame"), int | float)
+               for side in ("encoder", "decoder"))
+
+
 def resource_tables(rows: Sequence[ModelRow], reference: ModelRow | None,
-                    methods: dict[str, str], peak: dict[str, Any] | None) -> list[Table]:
-    """The size, compute and energy tables."""
+                    methods: dict[str, str], peak: dict[str, Any] | None
+                    ) -> tuple[list[Table], list[str]]:
+    """The size, compute and energy tables, and a note for each one left out.
+
+    Compute lists the profiled models, energy the metered ones; a table with no such
+    model is left out (a table of ``n/a`` says nothing), and the note says why.
+    """
     ref_note = (f"Changes are against the reference model **{reference.name}** "
                 "(% for resources and bpp, dB for PSNR)." if reference else
                 "No reference model: no changes shown.")
@@ -283,11 +293,23 @@ def resource_tables(rows: Sequence[ModelRow], reference: ModelRow | None,
                     "Energy per frame from RAPL (CPU package, all processes) or NVML (GPU), "
                     "averaged over the timed repeats; 'not metered' where no meter exists: no "
                     "figure is estimated."]
-    return [
-        build_table("size", "Size", SIZE, rows, reference, size_notes),
-        build_table("compute", "Compute", COMPUTE, rows, reference, compute_notes),
-        build_table("energy", "Energy", ENERGY, rows, reference, energy_notes),
-    ]
+    profiled = [r for r in rows if r.profile is not None]
+    metered = [r for r in profiled if _metered(r)]
+    tables = [build_table("size", "Size", SIZE, rows, reference, size_notes)]
+    notes = []
+    if profiled:
+        tables.append(build_table("compute", "Compute", COMPUTE, profiled, reference,
+                                  compute_notes))
+    else:
+        notes.append("No compute table: no model in the inputs was profiled "
+                     "(`kdlic profile MODEL... -o profile.json`, then add it to the report).")
+    if metered:
+        tables.append(build_table("energy", "Energy", ENERGY, metered, reference,
+                                  energy_notes))
+    elif profiled:
+        notes.append("No energy table: no energy meter (RAPL or NVML) was readable where "
+                     "the models were profiled; kdlic does not estimate energy.")
+    return tables, notes
 
 
 def bd_table(curves: Sequence[Curve], reference: Curve) -> Table:
