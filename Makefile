@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.kdlic-installed
 
-.PHONY: setup test lint demo clean
+.PHONY: setup test lint demo check-report clean
 
 $(STAMP): pyproject.toml Makefile src/kdlic/codec/_rans.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ lint: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/kdlic demo
+
+# The report as a browser sees it: every image loads, no table is empty (needs Debian's
+# chromium: apt install chromium; skipped without it).
+check-report: $(STAMP)
+	$(PY) -m pytest -q -rs tests/test_report.py -k browser
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

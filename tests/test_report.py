@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+import shutil
+import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -222,3 +225,20 @@ def test_sections_without_data_are_left_out(results, tmp_path):
     page = (tmp_path / "r" / "index.html").read_text()
     assert "Quality against resources" in page  # the parameters plot has data
     assert "no model with both" not in page
+
+
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(BROWSER is None, reason="no chromium (Debian: apt install chromium)")
+def test_the_page_renders_whole_in_a_headless_browser(report):
+    """Every image loads and no table is empty, as Chromium sees the page (the page's
+    self-check writes both counts on <body> once it has loaded)."""
+    out, _ = report
+    dom = subprocess.run(
+        [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
+         "--dump-dom", (out / "index.html").resolve().as_uri()],
+        capture_output=True, text=True, timeout=120, check=True).stdout
+    counts = dict(re.findall(r'data-(images|broken-images|empty-tables)="(\d+)"', dom))
+    assert int(counts["images"]) >= 5
+    assert counts["broken-images"] == "0" and counts["empty-tables"] == "0"

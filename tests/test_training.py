@@ -282,3 +282,9 @@ def test_bpp_bound_leaves_values_and_gradients_of_bounded_likelihoods_alone():
     assert rate.item() == pytest.approx(-math.log2(1e-9) + 1, rel=1e-6)
     rate.backward()
     assert zero.grad[0] < 0
+
+
+def test_overrides_read_exponents_without_a_dot_as_numbers():
+    # YAML 1.1 would give the string "3e-4"; nobody writing optim.lr=3e-4 means that
+    assert parse_override("optim.lr=3e-4") == {"optim": {"lr": 3e-4}}
+    assert parse_override("run_dir=runs/a") == {"run_dir": "runs/a"}

@@ -22,8 +22,9 @@ import numpy as np
 
 from kdlic import api
 from kdlic.errors import KdlicError
+from kdlic.models import display_name
 from kdlic.utils.files import from_jsonable, write_json
-from kdlic.zoo import zoo_names, zoo_teacher
+from kdlic.zoo import zoo_info, zoo_names, zoo_teacher
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data"
@@ -72,10 +73,35 @@ def _similar_bpp(curve: dict, bpp: float) -> tuple[float, float]:
     return r["bpp"][i], float(from_jsonable(r["psnr-rgb"][i]))
 
 
+def zoo_family(teacher: str, n: int = 16) -> list[str]:
+    """The zoo's N=``n`` students of the scale hyperprior, KD (L1) and their no-KD twins,
+    at every lambda the zoo has: two curves of the same recipe as the demo's student."""
+    chosen = []
+    for name in zoo_names():
+        info = zoo_info(name)
+        if name != teacher and info["kind"] == "distill" and info["N"] == n and \
+                info["preset"] in ("L1", "none"):
+            chosen.append(name)
+    return sorted(chosen, key=lambda name: (zoo_info(name)["preset"], zoo_info(name)["lmbda"]))
+
+
+def story(student: dict, teacher: dict, codecs: dict[str, tuple[float, float]]) -> str:
+    """One sentence: how the new student compares with its teacher and JPEG/WebP."""
+    size = teacher["params"] / student["params"]
+    dec_s, dec_t = student.get("decode_ms"), teacher.get("decode_ms")
+    speed = (f", decodes the {student['frame']} image in {dec_s:.0f} ms against the "
+             f"teacher's {dec_t:.0f} ms" if dec_s and dec_t else "")
+    classic = "; ".join(f"{name} at {b:.3f} bpp gives {q:.2f} dB" for name, (b, q)
+                        in codecs.items())
+    return (f"The N=16 student distilled just now has {size:.0f}x fewer parameters than its "
+            f"teacher ({student['params'] / 1e6:.2f}M against {teacher['params'] / 1e6:.2f}M)"
+            f"{speed}; it codes the image at {student['bpp']:.3f} bpp and "
+            f"{student['psnr']:.2f} dB, the teacher at {teacher['bpp']:.3f} bpp and "
+            f"{teacher['psnr']:.2f} dB; {classic}.")
+
+
 def run_demo(out: Path, minutes: float, threads: int | None) -> Path:
     """Run every demo step into ``out``; returns the report's index.html."""
-    import json
-
     out.mkdir(parents=True, exist_ok=True)
     teacher = zoo_teacher()
     images = training_images(out)
@@ -85,29 +111,49 @@ def run_demo(out: Path, minutes: float, threads: int | None) -> Path:
     student_dir = out / "student-n16"
     if student_dir.exists():
         shutil.rmtree(student_dir)  # a fresh demo each time
-    overrides = ["kd.cache=memory", "data.crop=128", "data.batch_size=8", "optim.lr=3e-4",
-                 "schedule.val_every=200", "data.val_count=1"]
-    if threads:
-        overrides.append(f"runtime.threads={threads}")
+    overrides = [{"kd": {"cache": "memory"}, "data": {"crop": 128, "batch_size": 8,
+                                                      "val_count": 1},
+                  "optim": {"lr": 3e-4}, "schedule": {"val_every": 200},
+                  "runtime": {"threads": threads}}]
     run = api.distill(teacher, 16, images, preset="L1", minutes=minutes, steps=1_000_000,
                       run_dir=student_dir, overrides=overrides)
-    models = [teacher, *[n for n in zoo_names() if n != teacher], str(run.best)]
-    print(f"[demo] compressing {sample.name} with {len(models)} models and JPEG/WebP")
-    write_json(out / "models.json", api.evaluate(models, sample, name="kdlic"))
-    api.baselines(sample, out / "baselines", codecs=("jpeg", "webp"))
-    evaluated = json.loads((out / "models.json").read_text())
-    print(f"\n{'codec':40s} {'bpp':>7s} {'PSNR dB':>8s}")
-    for i, m in enumerate(evaluated["models"]):
-        bpp, psnr = evaluated["results"]["bpp"][i], evaluated["results"]["psnr-rgb"][i]
-        last = i == len(evaluated["models"]) - 1
-        label = "N=16 student distilled just now" if last else m["model"]
-        print(f"{label[-40:]:40s} {bpp:7.3f} {psnr:8.2f}")
-        if last:
-            for codec in ("jpeg", "webp"):
-                curve = json.loads((out / "baselines" / f"{codec}.json").read_text())
-                b, q = _similar_bpp(curve, bpp)
-                print(f"{codec + ' (closest bpp to the student)':40s} {b:7.3f} {q:8.2f}")
+    family = zoo_family(teacher)
+    print(f"[demo] compressing {sample.name} with the teacher, the new student, the zoo's "
+          f"N=16 students with and without KD ({len(family)}), JPEG and WebP")
+    # Two files: the new student (minutes of training) is not a point of the zoo's curves.
+    zoo = api.evaluate([teacher, *family], sample, name="zoo")
+    new = api.evaluate([str(run.best)], sample, name="N=16 student distilled just now")
+    write_json(out / "zoo.json", zoo)
+    write_json(out / "student.json", new)
+    codecs = api.baselines(sample, out / "baselines", codecs=("jpeg", "webp"))
+    print("[demo] profiling the teacher and the N=16 students (size, FLOPs, time)")
+    shown = [teacher, str(run.best), *(n for n in family if zoo_info(n)["preset"] == "L1")][:3]
+    profile = api.profile(shown, output=out / "profile.json", image=sample, repeats=3,
+                          warmup=1, threads=threads, matmul_n=0)
+    by_model = {e["model"]: e for e in profile["models"]}
+
+    def figures(doc: dict, i: int) -> dict:
+        spec = doc["models"][i]["model"]
+        entry = by_model.get(spec, {})
+        frame = "x".join(map(str, entry.get("frame", [])[::-1]))
+        return {"bpp": doc["results"]["bpp"][i],
+                "psnr": float(from_jsonable(doc["results"]["psnr-rgb"][i])),
+                "params": doc["models"][i]["params"], "frame": frame,
+                "decode_ms": 1e3 * entry["decoder"]["latency_s"]["median"] if entry else None}
+
+    student = figures(new, 0)
+    closest = {c.upper() if c == "jpeg" else "WebP": _similar_bpp(doc, student["bpp"])
+               for c, doc in codecs.items()}
+    sentence = story(student, figures(zoo, 0), closest)
+    print(f"\n{'model':40s} {'bpp':>7s} {'PSNR dB':>8s}")
+    for doc in (zoo, new):
+        for i, m in enumerate(doc["models"]):
+            print(f"{display_name(m['model'])[:40]:40s} {doc['results']['bpp'][i]:7.3f} "
+                  f"{float(from_jsonable(doc['results']['psnr-rgb'][i])):8.2f}")
+    print("\n" + sentence)
     report = out / "report"
-    api.report([out / "models.json", out / "baselines" / "jpeg.json",
-                out / "baselines" / "webp.json"], report, crop_image=sample)
+    api.report([out / "zoo.json", out / "student.json", out / "baselines" / "jpeg.json",
+                out / "baselines" / "webp.json", out / "profile.json"], report,
+               crop_image=sample, reference=teacher, lead=[sentence])
     return report / "index.html"
+

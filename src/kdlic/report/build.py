@@ -87,8 +87,11 @@ def build_report(
     bd_reference: str | None = None,
     device: str = "cpu",
     progress: bool = True,
+    lead: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Write the report for ``results`` (evaluation, baselines, profile JSONs) to ``out_dir``.
+
+    ``lead``: sentences shown first in the summary, in bold (the demo's verdict).
 
     Returns the paths written: ``index``, ``tables`` {name: (md, csv)}, ``plots``
     {name: png}, ``crops`` (None if no crops), and ``notes``.
@@ -142,7 +145,7 @@ def build_report(
     kinds: dict[str, int] = {}
     for _, kind in inputs.files:
         kinds[kind] = kinds.get(kind, 0) + 1
-    summary = [
+    summary = [*(f"**{line}**" for line in lead),
         "Inputs: " + ", ".join(f"{n} {k}" for k, n in kinds.items()) + ".",
         f"Models: {', '.join(r.name for r in rows) or 'none'}; codec curves: "
         f"{', '.join(c.name for c in inputs.curves if c.kind == 'codec') or 'none'}.",

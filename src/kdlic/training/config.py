@@ -109,6 +109,12 @@ def parse_override(text: str) -> dict[str, Any]:
     except yaml.YAMLError as exc:  # invalid YAML, or a tag such as !!python/... (unsafe)
         raise KdlicError(f"override {text!r}: the value is not plain YAML "
                          f"({yaml_problem(exc)})") from exc
+    if isinstance(value, str):
+        # YAML 1.1 reads "3e-4" (no dot) as a string; a user writing it means a number
+        try:
+            value = float(value)
+        except ValueError:
+            pass
     return nested(key.strip(), value)
 
 
