@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import math
 import struct
@@ -186,6 +188,44 @@ def _renamed(data: bytes) -> bytes:
 
 def test_peek_model(small_file, codec):
     assert peek_model(small_file) == (codec.id, codec.name)
+
+
+# A version-1 (exact scale-hyperprior) file written before the mean-scale coder existed:
+# make_model() and smooth(40, 56). Version-1 files must stay readable, decode to the
+# same latents (machine-independent: SHA-256 of the float32 y_hat), and be written
+# byte for byte the same. The re-encoding checks also depend on g_a's float rounding,
+# identical here; the decoding check holds on any machine.
+V1_FILE = base64.b64decode(
+    "S0RMQwEA6zq1qp+VEnUpc2NhbGUtaHlwZXJwcmlvcihOPTgsIE09MTYsIHpfY2hhbm5lbHM9OCk4AAAAKAAAABAA"
+    "CAABAAEAA3f/DAAAAIAAAAAAAAAA1D7pPsgFAACMP8cgpB5VAhkAAAB6Z0JqiNNde3zkS2X5/1bc/f/9/43+tf/6"
+    "/57sm8PboaDhLUrw/yGi/f/+/2T9WT29//ZDuePRw+//OaN2vxexZv0gWwodf+YN1+GHid8Aev3/9f+mSSzMO8kN"
+    "R4J3XmT33VI7pbHi30BUsu1z8QA6ZVUIOPwY+rPJxZGz")
+V1_LATENTS_SHA256 = "4c3b6a71995d63feabd7f8b672203dfa53149178f21d92566cbf1e55fba493fa"
+V1_FILES_SHA256 = {  # larger files of the same model: one with escapes, one with alpha
+    "96x128": "98faeef302618d466e269d7aec5e30f83794967bab5f42cb39db0c045e78e703",
+    "rgba": "56fce20ac11fd84e0a7029206854cab0360f5a9e144b58444da48cd3f6279b87",
+}
+
+
+def test_version_1_files_are_unchanged(codec, monkeypatch):
+    assert V1_FILE[4] == 1 and unpack(V1_FILE)[0].coder == 0
+    seen = {}
+    real = codec._synthesis.pixels
+
+    def spy(y_hat, *args):
+        seen["y"] = y_hat.clone()
+        return real(y_hat, *args)
+
+    monkeypatch.setattr(codec._synthesis, "pixels", spy)
+    codec.decode(V1_FILE)
+    monkeypatch.undo()
+    assert hashlib.sha256(seen["y"].numpy().tobytes()).hexdigest() == V1_LATENTS_SHA256
+    assert codec.encode(smooth(40, 56)) == V1_FILE
+    rgba = np.dstack([smooth(50, 60), (np.arange(50 * 60) % 256).reshape(50, 60)]).astype(
+        np.uint8)
+    made = {"96x128": codec.encode(smooth(96, 128)),
+            "rgba": codec.encode(Image.fromarray(rgba, "RGBA"))}
+    assert {k: hashlib.sha256(v).hexdigest() for k, v in made.items()} == V1_FILES_SHA256
 
 
 # ---------------------------------------------------------------------------------------

@@ -10,7 +10,10 @@ Colour handling (decided here, documented in docs/format.md):
 
 Decoding is deterministic by construction where it has to be (see
 :mod:`kdlic.codec.fixedpoint`, :mod:`kdlic.codec.tables`, :mod:`kdlic.codec.rans`):
-the latents a file decodes to are the same on any machine, device and thread count.
+with the exact coders (:class:`Codec` for the scale hyperprior, :class:`MeanScaleCodec`
+for the mean-scale hyperprior) the latents a file decodes to are the same on any
+machine, device and thread count. :class:`CompressAICodec` serves the other
+architectures without that guarantee.
 """
 
 from __future__ import annotations
@@ -83,6 +86,10 @@ def _gaussian() -> rans.PreparedTables:
 class Codec:
     """A model made ready for real entropy coding (tables built once).
 
+    ``Codec(model)`` is the architecture's coder: this class, the exact coder of the
+    scale hyperprior (container coder 0, version 1); :class:`MeanScaleCodec` for
+    ``mbt2018-mean``; :class:`CompressAICodec` for the others.
+
     ``timings`` holds the seconds spent in each stage of the last encode/decode:
     ``transform`` (g_a/h_a or g_s), ``hyper`` (fixed-point h_s and table indexes) and
     ``entropy`` (rANS coding, with its Python-side conversions), so benchmarks can
@@ -96,10 +103,12 @@ class Codec:
 
     clock = staticmethod(time.perf_counter)
     coder = 0  # format.CODERS
+    arch = "scale-hyperprior"  # the architecture this coder is made for
+    hyper_outputs = 1  # h_s outputs per latent channel: the scale
 
     def __new__(cls, model: nn.Module, *args: object, **kwargs: object) -> Codec:
-        if cls is Codec and getattr(adopt(model), "arch", None) != "scale-hyperprior":
-            cls = CompressAICodec
+        if cls is Codec:  # the architecture's coder (the exact ones, else CompressAI's)
+            cls = _EXACT_CODECS.get(getattr(adopt(model), "arch", None), CompressAICodec)
         return super().__new__(cls)
 
     def __init__(self, model: nn.Module, device: str | torch.device = "cpu",
@@ -121,6 +130,10 @@ class Codec:
         try:
             z_tables, medians = bottleneck_tables(self.model.entropy_bottleneck)
             self.hyper = FixedPointSequential(self.model.h_s, self.device)
+            if self.hyper.out_channels != self.hyper_outputs * self.y_channels:
+                raise ValueError(f"h_s outputs {self.hyper.out_channels} channels, the "
+                                 f"{self.arch} coder needs {self.hyper_outputs} x "
+                                 f"{self.y_channels}")
         except ValueError as exc:
             raise KdlicError(f"model {self.name} cannot be used for coding: {exc}") from exc
         self.z_tables = rans.PreparedTables(z_tables)
@@ -142,17 +155,58 @@ class Codec:
         ``z_hat`` (B, C, h, w) float; the result is int64 (B, M, 4h, 4w) on the codec's
         device, computed exactly (fixed point), so equal wherever it runs.
         """
-        return self._select(self.hyper(to_fixed(z_hat)))
+        scales = None if self.hyper_outputs == 1 else torch.arange(self.y_channels)
+        return self._select(self.hyper(to_fixed(z_hat), scales))
+
+    def _hyper(self, z_symbols: np.ndarray, channels: np.ndarray | None) -> Tensor:
+        """The fixed-point h_s outputs ``channels`` (all when None) from the z symbols
+        (C, h, w): float64 integers in units of 2**-FRAC_BITS, (len(channels), 4h, 4w),
+        on the codec's device."""
+        fixed = (torch.from_numpy(z_symbols).double() * 2.0**FRAC_BITS
+                 + self._medians_fixed.view(-1, 1, 1))
+        if channels is not None:
+            channels = torch.from_numpy(np.asarray(channels, np.int64))
+        return self.hyper(fixed[None], channels)[0]
 
     def _indexes(self, z_symbols: np.ndarray, channels: np.ndarray) -> np.ndarray:
         """Table indexes (len(channels), 4h, 4w) int64 of the given y channels, exactly,
         from the z symbols (C, h, w). Channels that are not coded are not computed."""
         if len(channels) == 0:
             return np.zeros((0, 4 * z_symbols.shape[1], 4 * z_symbols.shape[2]), np.int64)
-        fixed = (torch.from_numpy(z_symbols).double() * 2.0**FRAC_BITS
-                 + self._medians_fixed.view(-1, 1, 1))
-        scales = self.hyper(fixed[None], torch.from_numpy(np.asarray(channels, np.int64)))
-        return self._select(scales)[0].cpu().numpy()
+        return self._select(self._hyper(z_symbols, channels)).cpu().numpy()
+
+    def _symbols(self, y: Tensor, z_symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                                   np.ndarray]:
+        """Encoder: the y symbols (M, H, W) int64 of the latent ``y`` (M, H, W), the coded
+        channels (those not all zero) and their table indexes (coded, H, W).
+
+        Scale hyperprior: the symbols are ``round(y)``."""
+        limit = rans.ESCAPE_LIMIT - 1
+        y_sym = torch.round(y).clamp_(-limit, limit).to(torch.int64).cpu().numpy()
+        coded = np.flatnonzero(np.abs(y_sym).reshape(len(y_sym), -1).max(axis=1))
+        return y_sym, coded, self._indexes(z_symbols, coded)
+
+    def _gaussian_params(self, z_symbols: np.ndarray, coded: np.ndarray
+                         ) -> tuple[np.ndarray, Tensor | None]:
+        """Decoder: the table indexes (coded, H, W) of the coded channels, and the means
+        every channel's symbols are added to (None: zero-mean)."""
+        return self._indexes(z_symbols, coded), None
+
+    def _latents(self, values: np.ndarray, coded: np.ndarray, means: Tensor | None
+                 ) -> tuple[Tensor, Tensor | None]:
+        """Decoder: y_hat (1, M, H, W) float32 on the device from the decoded symbols of
+        the coded channels (coded, H, W), and the channels g_s must read (None: all).
+
+        Scale hyperprior: y_hat is the symbols; a channel that is not coded is zero, so
+        g_s's first layer skips it."""
+        y_sym = np.zeros((self.y_channels, *values.shape[1:]), dtype=np.float32)
+        y_sym[coded] = values
+        return (torch.from_numpy(y_sym)[None].to(self.device),
+                torch.from_numpy(coded).to(self.device))
+
+    def _hyper_analysis(self, y: Tensor) -> Tensor:
+        """z = h_a(|y|), as CompressAI's ScaleHyperprior."""
+        return self.model.h_a(torch.abs(y))
 
     def _z_indexes(self, shape: tuple[int, int]) -> np.ndarray:
         return np.repeat(np.arange(self.z_channels, dtype=np.int64), shape[0] * shape[1])
@@ -174,16 +228,13 @@ class Codec:
         self.timings = {}
         t = self.clock()
         x = padded_input(rgb).to(self.device)
-        m = self.model
-        y = m.g_a(x)
-        z = m.h_a(torch.abs(y))
+        y = self.model.g_a(x)
+        z = self._hyper_analysis(y)
         limit = rans.ESCAPE_LIMIT - 1
         z_sym = torch.round(z - self._medians.view(1, -1, 1, 1)).clamp_(-limit, limit)
         z_sym = z_sym[0].to(torch.int64).cpu().numpy()
-        y_sym = torch.round(y).clamp_(-limit, limit)[0].to(torch.int64).cpu().numpy()
         t = self._tick("transform", t)
-        coded = np.flatnonzero(np.abs(y_sym).reshape(len(y_sym), -1).max(axis=1))
-        indexes = self._indexes(z_sym, coded)
+        y_sym, coded, indexes = self._symbols(y[0], z_sym)
         t = self._tick("hyper", t)
         z_stream, z_esc = rans.encode(z_sym, self._z_indexes(z_sym.shape[1:]), self.z_tables)
         y_stream, y_esc = rans.encode(y_sym[coded], indexes, self.y_tables)
@@ -194,14 +245,16 @@ class Codec:
         mask = np.zeros(self.y_channels, dtype=bool)
         mask[coded] = True
         header = Header(mode, self.id, width, height, tuple(z_sym.shape[1:]), self.y_channels,
-                        self.z_channels, mask_bytes(mask.tolist()), self.name)
+                        self.z_channels, mask_bytes(mask.tolist()), self.name,
+                        coder=self.coder)
         return pack(header, streams)
 
     def check_header(self, header: Header) -> None:
         """Refuse a file made with another model (before decoding anything)."""
         if header.coder != self.coder:
-            raise KdlicError(f"the file was written by the {CODERS[header.coder]} coder, "
-                             f"which this model's architecture does not use")
+            raise KdlicError(f"the file was written by the {CODERS[header.coder]} coder; "
+                             f"'{self.name}' ({self.model.arch}) uses the "
+                             f"{CODERS[self.coder]} coder")
         if header.model_id != self.id:
             made = f"'{header.model_name}' " if header.model_name else ""
             raise KdlicError(
@@ -237,19 +290,80 @@ class Codec:
         z_sym = z_sym.reshape(self.z_channels, zh, zw)
         t = self._tick("entropy", t)
         coded = np.asarray(header.coded_channels(), dtype=np.int64)
-        indexes = self._indexes(z_sym, coded)
+        indexes, means = self._gaussian_params(z_sym, coded)
         t = self._tick("hyper", t)
-        y_sym = np.zeros((self.y_channels, *header.y_shape), dtype=np.float32)
         values = rans.decode(streams[1], indexes, self.y_tables, escapes)
-        y_sym[coded] = values.reshape(indexes.shape)
         escapes.finish()
         t = self._tick("entropy", t)
-        y_hat = torch.from_numpy(y_sym)[None].to(self.device)
-        coded_t = torch.from_numpy(coded).to(self.device)
-        padded = self._synthesis.pixels(y_hat, coded_t, workers).cpu().numpy()
+        y_hat, read = self._latents(values.reshape(indexes.shape), coded, means)
+        padded = self._synthesis.pixels(y_hat, read, workers).cpu().numpy()
         image = _rgb_image(padded, header.width, header.height)
         self._tick("transform", t)
         return _with_mode(image, header, alpha)
+
+
+class MeanScaleCodec(Codec):
+    """The exact coder of the mean-scale hyperprior (``mbt2018-mean``; container coder 2).
+
+    h_s outputs 2 M channels, scales then means (CompressAI's
+    ``gaussian_params.chunk(2, 1)``), both computed by the fixed-point h_s, so a file's
+    tables *and* means are the same wherever it is decoded:
+
+    * means: the fixed-point outputs ``q`` read as ``q * 2**-FRAC_BITS``, exact in float64;
+    * encoder: symbols ``round(y - means)`` (float64), tables from the scales exactly as
+      for the scale hyperprior (:class:`Codec`);
+    * decoder: ``y_hat = symbols + means`` in float64, exact (integers below 2**24 plus
+      multiples of 2**-12 below 2**14), then one correctly-rounded conversion to float32
+      for g_s. A channel whose symbols are all zero is still left out of the y stream
+      (mask bit 0), but its ``y_hat`` is its means, not zero: the decoder computes the
+      means of every channel (the scales of the coded ones only) and g_s reads them all.
+
+    h_a reads ``y`` itself (not ``|y|``), as in CompressAI's MeanScaleHyperprior.
+    """
+
+    coder = 2
+    arch = "mbt2018-mean"
+    hyper_outputs = 2  # scales, then means
+
+    def _hyper_analysis(self, y: Tensor) -> Tensor:
+        return self.model.h_a(y)
+
+    def means(self, z_hat: Tensor) -> Tensor:
+        """The means (B, M, 4h, 4w) float64 (exact multiples of 2**-FRAC_BITS) that the
+        codec adds to the symbols, from a decoded hyper-latent ``z_hat`` (B, C, h, w)."""
+        means = torch.arange(self.y_channels, 2 * self.y_channels)
+        return self.hyper(to_fixed(z_hat), means) * 2.0**-FRAC_BITS
+
+    def _symbols(self, y: Tensor, z_symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                                   np.ndarray]:
+        """Symbols ``round(y - means)``; all 2 M outputs of h_s are needed (the means of
+        every channel decide which channels are all zero)."""
+        params = self._hyper(z_symbols, None)
+        scales, means = params[: self.y_channels], params[self.y_channels :]
+        limit = rans.ESCAPE_LIMIT - 1
+        y_sym = torch.round(y.to(self.device, torch.float64) - means * 2.0**-FRAC_BITS)
+        y_sym = y_sym.clamp_(-limit, limit).to(torch.int64).cpu().numpy()
+        coded = np.flatnonzero(np.abs(y_sym).reshape(len(y_sym), -1).max(axis=1))
+        indexes = self._select(scales[torch.from_numpy(coded).to(scales.device)])
+        return y_sym, coded, indexes.cpu().numpy()
+
+    def _gaussian_params(self, z_symbols: np.ndarray, coded: np.ndarray
+                         ) -> tuple[np.ndarray, Tensor]:
+        """One h_s call: the scales of the coded channels, the means of all M."""
+        channels = np.concatenate([coded, np.arange(self.y_channels, 2 * self.y_channels)])
+        params = self._hyper(z_symbols, channels)
+        indexes = self._select(params[: len(coded)]).cpu().numpy()
+        return indexes, params[len(coded) :] * 2.0**-FRAC_BITS
+
+    def _latents(self, values: np.ndarray, coded: np.ndarray, means: Tensor | None
+                 ) -> tuple[Tensor, None]:
+        """y_hat = symbols + means for every channel (uncoded ones: the means), exact in
+        float64, then float32; g_s reads every channel."""
+        assert means is not None
+        y_hat = means.clone()
+        y_hat[torch.from_numpy(coded).to(y_hat.device)] += torch.from_numpy(values).to(
+            y_hat.device, torch.float64)
+        return y_hat.float()[None], None
 
 
 class CompressAICodec(Codec):
@@ -261,15 +375,18 @@ class CompressAICodec(Codec):
     the entropy parameters (h_s, the context model) in floating point, so decoding on
     another machine, device or thread count may fail or give other pixels, and the
     autoregressive models (mbt2018, cheng2020) decode one latent position at a time
-    (seconds per image). The scale hyperprior has the exact coder (:class:`Codec`).
+    (seconds per image). The scale and mean-scale hyperpriors have exact coders
+    (:class:`Codec`, :class:`MeanScaleCodec`).
     """
 
     coder = 1
+    arch = None  # every architecture without an exact coder
 
     def __init__(self, model: nn.Module, device: str | torch.device = "cpu",
                  bf16_synthesis: bool = False) -> None:
         if bf16_synthesis:
-            raise KdlicError("bf16 synthesis exists for the exact scale-hyperprior coder only")
+            raise KdlicError("bf16 synthesis exists for the exact coders only "
+                             "(scale-hyperprior, mbt2018-mean)")
         model = adopt(model)
         self.device = parse_device(device)
         self.model = model.to(self.device).eval()
@@ -319,6 +436,10 @@ class CompressAICodec(Codec):
                            header.height)
         self._tick("transform", t)
         return _with_mode(image, header, alpha)
+
+
+# the exact coder of each architecture that has one; Codec(model) picks it
+_EXACT_CODECS: dict[str | None, type[Codec]] = {c.arch: c for c in (Codec, MeanScaleCodec)}
 
 
 def _with_mode(image: Image.Image, header: Header, alpha: np.ndarray | None) -> Image.Image:

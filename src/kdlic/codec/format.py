@@ -4,7 +4,7 @@ Layout (all integers little-endian; docs/format.md has the full description)::
 
     offset  size  field
     0       4     magic b"KDLC"
-    4       1     format version (1)
+    4       1     format version (1, or 2: a coder byte follows the sizes)
     5       1     colour mode: 0 = RGB, 1 = L (grayscale), 2 = RGBA, 3 = LA
     6       8     model id: SHA-256[:8] of architecture, arguments, fp32 parameters
     14      1     n: length of the model name
@@ -15,8 +15,9 @@ Layout (all integers little-endian; docs/format.md has the full description)::
     +10     2     C: hyper-latent (z) channels
     +12     2     z height = ceil(height / 64)  (y is 4x larger: 16-pixel grid)
     +14     2     z width  = ceil(width / 64)
-    +16     1     S: number of streams (3, or 4 with alpha)
-    (+17    1     version 2 only: coder, 1 = the architecture's own compress())
+    +16     1     S: number of streams (exact coders: 3, or 4 with alpha)
+    (+17    1     version 2 only: coder, 1 = the architecture's own compress(),
+                  2 = exact mean-scale; the fields below move by one)
     +17     m     y channel mask, m = ceil(M / 8): bit c (LSB first) set = channel c coded
     ...     4*S   stream lengths in bytes
     ...           streams: z (rANS), y (rANS, coded channels only), escapes, [alpha: zlib]
@@ -24,7 +25,9 @@ Layout (all integers little-endian; docs/format.md has the full description)::
 
 Version 1 is the exact scale-hyperprior coder (coder 0). Version 2 adds the coder byte;
 coder 1 holds the streams of the model's own CompressAI ``compress()`` (one per entropy
-model, latent y first), then [alpha], for every other architecture.
+model, latent y first), then [alpha], for the architectures without an exact coder;
+coder 2, the exact mean-scale coder (``mbt2018-mean``), has coder 0's streams, its y
+symbols being ``round(y - means)`` with the fixed-point means (docs/format.md).
 
 Everything is validated before any tensor is allocated: a declared size beyond
 ``MAX_SIDE``/``MAX_PIXELS``, latent shapes that don't match the image size, a mask
@@ -43,7 +46,8 @@ from kdlic.errors import KdlicError
 
 MAGIC = b"KDLC"
 VERSION = 2  # the newest this kdlic reads and writes; exact-coder files are still version 1
-CODERS = {0: "exact", 1: "compressai"}
+CODERS = {0: "exact scale-hyperprior", 1: "compressai", 2: "exact mean-scale"}
+EXACT_CODERS = (0, 2)  # kdlic's streams: z, y, escapes [, alpha]
 COLOUR_MODES = {0: "RGB", 1: "L", 2: "RGBA", 3: "LA"}
 ALPHA_MODES = ("RGBA", "LA")
 MAX_SIDE = 65535
@@ -169,7 +173,7 @@ def unpack(data: bytes, max_pixels: int | None = None) -> tuple[Header, list[byt
     if not (1 <= m <= MAX_CHANNELS and 1 <= c <= MAX_CHANNELS):
         raise KdlicError(f"latent channel counts {m}, {c} are out of range")
     alpha = COLOUR_MODES[mode] in ALPHA_MODES
-    expected = (3,) if coder == 0 else (1, 2)  # compressai: y [, z]
+    expected = (3,) if coder in EXACT_CODERS else (1, 2)  # compressai: y [, z]
     if n - alpha not in expected:
         raise KdlicError(f"{n} streams where {' or '.join(str(e + alpha) for e in expected)} "
                          "are expected")
