@@ -127,7 +127,11 @@ def run_demo(out: Path, minutes: float, threads: int | None) -> Path:
     write_json(out / "student.json", new)
     codecs = api.baselines(sample, out / "baselines", codecs=("jpeg", "webp"))
     print("[demo] profiling the teacher and the N=16 students (size, FLOPs, time)")
-    shown = [teacher, str(run.best), *(n for n in family if zoo_info(n)["preset"] == "L1")][:3]
+    # the zoo's KD student at the teacher's lambda: the new student's trained twin
+    lmbda = zoo_info(teacher)["lmbda"]
+    twin = min((n for n in family if zoo_info(n)["preset"] == "L1"),
+               key=lambda n: abs(zoo_info(n)["lmbda"] - lmbda), default=None)
+    shown = [teacher, str(run.best), *([twin] if twin else [])]
     profile = api.profile(shown, output=out / "profile.json", image=sample, repeats=3,
                           warmup=1, threads=threads, matmul_n=0)
     by_model = {e["model"]: e for e in profile["models"]}
