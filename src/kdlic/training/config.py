@@ -8,6 +8,7 @@ written next to the run (``config.yaml``) and stored in every checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from pathlib import Path
@@ -111,10 +112,8 @@ def parse_override(text: str) -> dict[str, Any]:
                          f"({yaml_problem(exc)})") from exc
     if isinstance(value, str):
         # YAML 1.1 reads "3e-4" (no dot) as a string; a user writing it means a number
-        try:
+        with contextlib.suppress(ValueError):
             value = float(value)
-        except ValueError:
-            pass
     return nested(key.strip(), value)
 
 
