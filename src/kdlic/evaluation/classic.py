@@ -32,12 +32,12 @@ from typing import Any
 import numpy as np
 import PIL
 from PIL import Image, features
-from tqdm import tqdm
 
 from kdlic.data.images import load_rgb
 from kdlic.errors import KdlicError
 from kdlic.evaluation.metrics import mean_of_measured, msssim, psnr
 from kdlic.utils.files import write_json
+from kdlic.utils.progress import progress_bar
 
 METRICS = ("psnr-rgb", "ms-ssim-rgb", "bpp", "encoding_time", "decoding_time")
 
@@ -218,8 +218,8 @@ def sweep(
     per_image: dict[str, dict[str, list[Any]]] = {k: {m: [] for m in METRICS} for k in keys}
     doc = {"name": codec.name, "description": describe(codec), "results": results,
            "per_image": per_image}
-    with tqdm(total=len(values) * len(images), desc=codec.name, unit="img",
-              disable=not progress) as bar:
+    with progress_bar(total=len(values) * len(images), desc=codec.name, unit="img",
+                      disable=not progress) as bar:
         for value in values:
             points = []
             for key, image in zip(keys, images, strict=True):
@@ -251,7 +251,7 @@ def run_baselines(
         out_dir: output folder. ``<codec>.partial.json`` is rewritten after each setting
             and replaced by ``<codec>.json`` when the codec is done, so an interrupted
             sweep keeps what it finished. Writes are atomic.
-        progress: show a tqdm progress bar on stderr.
+        progress: show progress on stderr (a bar on a terminal, plain lines otherwise).
 
     Returns:
         ``{codec: result document}`` as written, except that infinite PSNRs are floats.

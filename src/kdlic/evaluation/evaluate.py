@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from kdlic.codec import Codec, model_name
 from kdlic.data.images import open_image, split_channels
@@ -25,6 +24,7 @@ from kdlic.data.sampling import padded_input
 from kdlic.evaluation.metrics import mean_of_measured, msssim, psnr
 from kdlic.models import adopt, load_model
 from kdlic.training.losses import bpp
+from kdlic.utils.progress import progress_bar
 
 METRICS = ("psnr-rgb", "ms-ssim-rgb", "bpp", "bpp_estimated", "encoding_time", "decoding_time")
 
@@ -110,7 +110,8 @@ def evaluate_models(
         codec = Codec(model, device)
         per_image = [
             evaluate_image(codec, path)
-            for path in tqdm(images, desc=str(spec), disable=not progress, leave=False)
+            for path in progress_bar(images, desc=str(spec), unit="img", disable=not progress,
+                                     leave=False)
         ]
         for key, value in mean_metrics(per_image).items():
             results[key].append(value)

@@ -27,7 +27,6 @@ import torch
 import yaml
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from kdlic.data.images import find_images
 from kdlic.data.sampling import CropSource, StepBatches, split_train_val, validation_crops
@@ -40,6 +39,7 @@ from kdlic.training.losses import Objective, psnr_from_mse
 from kdlic.utils.checkpoint import read_checkpoint, save_checkpoint
 from kdlic.utils.device import host_info, parse_device, resolve_bf16
 from kdlic.utils.files import atomic_write, jsonable
+from kdlic.utils.progress import progress_bar, write
 
 log = logging.getLogger(__name__)
 
@@ -430,11 +430,14 @@ class Trainer:
             loader = itertools.islice(user, max(0, sched["steps"] - self.step))
         self._prepare_run_dir()
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        # Under a time budget the step count is a cap, not a forecast: no misleading ETA.
-        bar = tqdm(total=sched["steps"] if sched["minutes"] is None else None,
-                   initial=self.step, disable=not (
-            self.ddp.is_main and self.cfg["runtime"]["progress"]), dynamic_ncols=True,
-            desc=self.kind)
+        # Under a time budget the step count is a cap, not a forecast: no misleading ETA
+        # from it (a plain log line's ETA is the budget left, or sooner).
+        minutes = sched["minutes"]
+        bar = progress_bar(
+            total=sched["steps"] if minutes is None else None, initial=self.step,
+            disable=not (self.ddp.is_main and self.cfg["runtime"]["progress"]),
+            desc=self.kind, unit="step", dynamic_ncols=True,
+            budget_s=None if minutes is None else max(0.0, minutes * 60 - self._elapsed()))
         window: dict[str, float] = defaultdict(float)
         window_n = 0
         self._segment_start = last_ckpt = time.monotonic()
@@ -488,7 +491,7 @@ class Trainer:
             self.best_rd = metrics["rd_loss"]
             self.save("best.pt")
         if self.ddp.is_main:
-            tqdm.write(
+            write(
                 f"[{self.kind}] step {self.step}: val rd_loss {metrics['rd_loss']:.4f} "
                 f"bpp {metrics['bpp']:.4f} psnr {metrics['psnr']:.2f} dB"
             )
