@@ -123,3 +123,13 @@ def test_training_evaluation_and_baselines_write_plain_lines(tiny_cfg, image_dir
                      r"[\d.]+ step/s, elapsed [\d:]+$", err, re.M), err
     assert re.search(r": 2/2 img \(100%\), [\d.]+ img/s, elapsed [\d:]+$", err, re.M), err
     assert re.search(r"^jpeg: 2/2 img \(100%\), ", err, re.M), err
+
+
+def test_a_free_form_postfix(clock):
+    out = io.StringIO()
+    bar = progress_bar(total=2, desc="profile", unit="model", file=out)
+    bar.set_postfix_str("teacher-q5")
+    clock.now += 4
+    bar.update(2)
+    bar.close()
+    assert out.getvalue() == "profile: 2/2 model (100%), teacher-q5, 0.5 model/s, elapsed 00:04\n"

@@ -24,13 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from kdlic.codec.codec import model_id
 from kdlic.data.sampling import CropSource, padded_input, to_tensor
 from kdlic.distillation.teacher import FrozenTeacher
 from kdlic.errors import KdlicError
 from kdlic.utils.files import atomic_open
+from kdlic.utils.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,8 @@ class CachedTeacherCrops(CropSource):
             except Exception as exc:  # a damaged cache is rebuilt, not fatal
                 log.warning("teacher cache %s unreadable (%s); rebuilding", path, exc)
         outputs = []
-        for index in tqdm(range(len(self.paths)), desc=f"caching teacher {i}",
-                          disable=not progress):
+        for index in progress_bar(range(len(self.paths)), desc=f"caching teacher {i}",
+                                  unit="img", disable=not progress):
             try:
                 img = self.image(index)
             except KdlicError:

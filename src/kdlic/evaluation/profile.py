@@ -56,12 +56,12 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
-from tqdm import tqdm
 
 from kdlic.data.images import padded_size
 from kdlic.errors import KdlicError
 from kdlic.models import display_name, load_model
 from kdlic.utils.device import host_info
+from kdlic.utils.progress import progress_bar
 from kdlic.utils.threads import torch_threads
 
 NOT_METERED = "not metered"
@@ -572,7 +572,8 @@ def profile_model(
             parts[t]["flops"] = flops[t]
 
         steps = (warmup + repeats) * 3
-        bar = tqdm(total=steps, desc=desc, leave=False, disable=not progress, unit="run")
+        bar = progress_bar(total=steps, desc=desc, leave=False, disable=not progress,
+                           unit="run")
         tick = bar.update
 
         x = torch.from_numpy(np.array(rgb)).to(dev).permute(2, 0, 1)[None].float().div_(255)
@@ -735,8 +736,8 @@ def profile_models(
         doc["matmul_peak"] = measure_matmul_peak(threads, matmul_n, device=device)
     if output:
         write_json(output, doc)
-    bar = tqdm(zip(specs, models, strict=True), total=len(specs), desc="profile",
-               unit="model", disable=not progress)
+    bar = progress_bar(zip(specs, models, strict=True), total=len(specs), desc="profile",
+                       unit="model", disable=not progress)
     for spec, model in bar:
         bar.set_postfix_str(display_name(spec))
         entry = profile_model(model, size, repeats, warmup, threads, device, image, memory,

@@ -8,7 +8,7 @@
     elapsed 08:40, ETA 2:15:40
 
 Both share the subset of tqdm's interface kdlic uses: iteration, ``update()``,
-``set_postfix()``, ``close()``, ``write()`` and ``with``.
+``set_postfix()``, ``set_postfix_str()``, ``close()``, ``write()`` and ``with``.
 """
 
 from __future__ import annotations
@@ -120,6 +120,10 @@ class PlainProgress:
         """Values shown as ``key=value`` on the next line (tqdm's signature)."""
         self.postfix = {**(ordered_dict or {}), **kwargs}
 
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+        """A free-form postfix (tqdm's ``set_postfix_str``)."""
+        self.postfix = {"": s} if s else {}
+
     def close(self) -> None:
         if self._closed:
             return
@@ -143,7 +147,7 @@ class PlainProgress:
             count += f" ({100 * self.n / self.total:.0f}%)"
         parts = [count]
         if self.postfix:
-            parts.append(" ".join(f"{k}={v}" for k, v in self.postfix.items()))
+            parts.append(" ".join(f"{k}={v}" if k else str(v) for k, v in self.postfix.items()))
         parts.append(f"{rate:.3g} {self.unit}/s")
         parts.append(f"elapsed {tqdm.format_interval(elapsed)}")
         eta = None if final else self._eta(now, rate)
