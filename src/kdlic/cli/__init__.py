@@ -13,6 +13,7 @@ import importlib
 import sys
 import warnings
 
+from kdlic.cli.common import HelpFormatter
 from kdlic.errors import KdlicError
 
 # CompressAI's import calls torch.jit.script, deprecated in recent torch: noise for users.
@@ -31,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMANDS:
         importlib.import_module(f"kdlic.cli.{name.replace('-', '_')}").register(subparsers)
+    # One help format for every subcommand: defaults shown where they say something,
+    # never "(default: None)" or a second "(default: ...)" after the help's own.
+    for sub in subparsers.choices.values():
+        sub.formatter_class = HelpFormatter
     return parser
 
 

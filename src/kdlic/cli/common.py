@@ -1,4 +1,4 @@
-"""Flags shared by the training commands, and how they map onto config keys."""
+"""Flags shared by the training commands, how they map onto config keys; the help format."""
 
 from __future__ import annotations
 
@@ -8,6 +8,38 @@ import warnings
 from typing import Any
 
 from kdlic.training.config import nested, parse_override
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's default-showing help, without the meaningless or repeated parts.
+
+    Appends ``(default: X)`` only where it says something: not where the help already
+    names its default (``default: ...``, ``%(default)s``), not for a default of None (an
+    unset option: the help says what happens), an on/off flag's False or an empty list
+    (a repeatable option given no times).
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text.lower() or default is None or default is argparse.SUPPRESS
+                or (default is False and action.nargs == 0)
+                or (isinstance(default, (list, tuple, dict, str)) and not default)):
+            return text
+        return super()._get_help_string(action)
+
+
+def shorten(text: str, width: int) -> str:
+    """``text`` in at most ``width`` characters: a long one keeps its start and its end
+    around "..." (``compressai:mbt2018-mean...ts/mbt2018-mean-q3.pth``), so both the kind
+    of model and its file stay readable. For the name columns of the CLI's tables."""
+    if len(text) <= width:
+        return text
+    if width <= 3:
+        return text[:width]
+    head = (width - 3 + 1) // 2
+    return text[:head] + "..." + text[len(text) - (width - 3 - head):]
+
 
 # flag dest -> config key path
 RUN_FLAGS = {
@@ -47,7 +79,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="torch CPU threads [runtime.threads]")
     parser.add_argument("--seed", type=int, help="random seed [runtime.seed]")
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                        help="bf16 autocast for the transforms; entropy models stay fp32")
+                        help="bf16 autocast for the transforms; entropy models stay fp32 "
+                        "(default: auto, i.e. on where the device has native bf16 "
+                        "kernels) [runtime.bf16]")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --run-dir from its last.pt")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

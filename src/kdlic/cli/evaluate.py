@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from kdlic.cli.common import quiet_logging
+from kdlic.cli.common import quiet_logging, shorten
 from kdlic.codec.format import MAX_PIXELS
 from kdlic.data.images import find_images
 from kdlic.evaluation.evaluate import evaluate_models
@@ -22,7 +23,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "compressai:ARCH:QUALITY) on an image folder with real bitstreams. Writes "
         "CompressAI-format JSON: results[metric] has one entry per model, in order; "
         "models[i].per_image has per-image figures.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("models", nargs="+", metavar="MODEL", help="checkpoint, zoo name or "
                    "compressai:bmshj2018-hyperprior:Q")
@@ -32,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="curve name in the JSON (default: first model's name)")
     p.add_argument("--description", default="kdlic real-bitstream evaluation")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--threads", type=int,
+                   help="torch CPU threads (default: torch's, one per core)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -47,15 +48,34 @@ def run(args: argparse.Namespace) -> int:
     name = args.name or Path(args.models[0]).stem
     out = evaluate_models(args.models, images, name, args.description, args.device,
                           progress=not args.no_progress)
-    r = out["results"]
-    print(f"{'model':40s} {'bpp':>7s} {'est.bpp':>7s} {'PSNR':>7s} {'MS-SSIM':>8s} "
-          f"{'enc s':>6s} {'dec s':>6s}")
-    for i, model in enumerate(out["models"]):
-        ms = r["ms-ssim-rgb"][i]
-        print(f"{model['model'][-40:]:40s} {r['bpp'][i]:7.4f} {r['bpp_estimated'][i]:7.4f} "
-              f"{r['psnr-rgb'][i]:7.2f} {'n/a' if ms is None else f'{ms:.4f}':>8} "
-              f"{r['encoding_time'][i]:6.3f} {r['decoding_time'][i]:6.3f}")
+    for line in table(out):
+        print(line)
     if args.output:
         write_json(args.output, out)
         print(f"wrote {args.output}")
     return 0
+
+
+# Widest model column; longer names keep their start and end (cli.common.shorten).
+NAME_WIDTH = 48
+
+
+def table(out: dict[str, Any]) -> list[str]:
+    """The printed summary of an evaluation: one row per model."""
+    r = out["results"]
+    names = [model["model"] for model in out["models"]]
+    width = min(NAME_WIDTH, max([len("model"), *map(len, names)]))
+    lines = [f"{'model':{width}s} {'bpp':>7s} {'est.bpp':>7s} {'PSNR':>7s} {'MS-SSIM':>8s} "
+             f"{'enc s':>6s} {'dec s':>6s}"]
+    for i, name in enumerate(names):
+        cells = [fmt(r[key][i], spec) for key, spec in (
+            ("bpp", "7.4f"), ("bpp_estimated", "7.4f"), ("psnr-rgb", "7.2f"),
+            ("ms-ssim-rgb", "8.4f"), ("encoding_time", "6.3f"), ("decoding_time", "6.3f"))]
+        lines.append(f"{shorten(name, width):{width}s} " + " ".join(cells))
+    return lines
+
+
+def fmt(value: float | None, spec: str) -> str:
+    """A table cell: ``n/a`` for a metric that was not measurable, right-aligned."""
+    width = int(spec.split(".")[0])
+    return f"{'n/a':>{width}s}" if value is None else f"{value:{spec}}"

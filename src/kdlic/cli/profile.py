@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from kdlic.cli.common import quiet_logging
+from kdlic.cli.common import quiet_logging, shorten
 from kdlic.errors import KdlicError
 from kdlic.evaluation.profile import DEFAULT_IMAGE, fmt_float, profile_models
 
@@ -23,7 +23,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "GFLOP/s against this machine's fp32 matmul peak, and energy per frame where RAPL "
         "or NVML exists (else \"not metered\"). The JSON is rewritten after each model, so "
         "an interrupted run keeps the models already done.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("models", nargs="+", metavar="MODEL",
                    help="checkpoint, zoo name, compressai:bmshj2018-hyperprior:Q, or "
@@ -58,7 +57,8 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def _line(e: dict[str, Any]) -> str:
     enc, dec = e["encoder"], e["decoder"]
-    return (f"{e['name'][-28:]:28s} {e['params'] / 1e6:7.3f} {e['flops']['gmacs_per_frame']:7.2f} "
+    return (f"{shorten(e['name'], 28):28s} {e['params'] / 1e6:7.3f} "
+            f"{e['flops']['gmacs_per_frame']:7.2f} "
             f"{enc['latency_s']['median'] * 1e3:8.1f} {dec['latency_s']['median'] * 1e3:8.1f} "
             f"{enc['achieved_gflops_per_s']:7.1f} {dec['achieved_gflops_per_s']:7.1f} "
             f"{fmt_float(enc['peak_memory_mib'], '.1f'):>7s} "

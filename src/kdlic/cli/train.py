@@ -16,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Rate-distortion training of a CompressAI-style model. A YAML config "
         "(--config) describes the run; flags override single keys (shown in brackets). "
         "Checkpoints last.pt / best.pt and metrics.jsonl go to --run-dir. Defaults: "
-        "N=128, M=192, lambda 0.0067, 256-px crops, batch 8, Adam lr 1e-4, bf16 on (see "
+        "N=128, M=192, lambda 0.0067, 256-px crops, batch 8, Adam lr 1e-4, bf16 auto (on "
+        "where the device has native bf16 kernels, fp32 elsewhere; see "
         "kdlic.training.config.TRAIN_DEFAULTS).",
     )
     p.add_argument("--arch", help="architecture [model.arch]")
