@@ -78,7 +78,7 @@ def test_png_round_trip_is_lossless_and_written_as_inf(images, tmp_path):
 def test_result_files_for_every_available_codec(images, tmp_path):
     out = tmp_path / "out"
     codecs = available_codecs()
-    assert {"jpeg", "webp"} <= set(codecs)
+    assert {"jpeg", "webp", "jxl"} <= set(codecs)  # pillow-jxl-plugin is a dependency
     qualities = {name: list(CODECS[name].defaults[2:4]) for name in codecs}
     run_baselines(images, codecs, qualities, out, False)
     for name in codecs:
@@ -94,6 +94,20 @@ def test_result_files_for_every_available_codec(images, tmp_path):
         times = doc["results"]["encoding_time"] + doc["results"]["decoding_time"]
         assert all(t >= 0 for t in times)
         assert not (out / f"{name}.partial.json").exists()
+
+
+def test_jpeg_xl_is_a_default_baseline(images, tmp_path):
+    """Issue 14: JPEG XL (pillow-jxl-plugin) is swept by default, on real bitstreams."""
+    from kdlic.cli import build_parser
+
+    assert "jxl" in build_parser().parse_args(["baselines", "x"]).codecs.split(",")
+    doc = run_baselines(images, ["jxl"], {"jxl": [25, 90]}, tmp_path / "out", False)["jxl"]
+    bpp, quality = doc["results"]["bpp"], doc["results"]["psnr-rgb"]
+    assert 0 < bpp[0] < bpp[1] and quality[0] < quality[1]
+    assert "pillow-jxl-plugin" in doc["description"]
+    data = classic.encode(Image.open(images[0]), CODECS["jxl"], 90)
+    assert data[:2] == b"\xff\x0a"  # a bare JPEG XL codestream
+    assert classic.decode(data).shape == (64, 96, 3)
 
 
 def test_interrupted_sweep_keeps_finished_settings(images, tmp_path, monkeypatch):

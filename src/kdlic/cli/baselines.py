@@ -17,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p = subparsers.add_parser(
         "baselines",
-        help="RD points of classic codecs (JPEG, WebP, JPEG 2000, AVIF) on real bitstreams",
+        help="RD points of classic codecs (JPEG, WebP, JPEG 2000, AVIF, JPEG XL) on real "
+        "bitstreams",
         description="Encode every image with each codec at each sweep setting, in memory, "
         "and measure bpp (8 * bytes / pixels), RGB PSNR, MS-SSIM and encode/decode time. "
         "Writes OUT_DIR/<codec>.json in CompressAI's results format (means over images, "

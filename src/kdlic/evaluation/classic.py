@@ -1,4 +1,4 @@
-"""Classic image codecs through Pillow: JPEG, WebP, JPEG 2000, AVIF (and PNG, lossless).
+"""Classic image codecs through Pillow: JPEG, WebP, JPEG 2000, AVIF, JPEG XL (and PNG).
 
 Every point is measured on real bitstreams: each image is encoded to bytes in memory,
 ``bpp = 8 * len(bytes) / (W * H)``, then decoded and compared with the original:
@@ -13,15 +13,19 @@ per sweep setting (means over the images), plus per-image values under ``"per_im
 JSON has no infinity: ``inf`` is written as the string ``"inf"`` (see
 :func:`kdlic.utils.files.jsonable`).
 
-JPEG XL is supported when the ``pillow_jxl`` plugin (PyPI ``pillow-jxl-plugin``) is
-importable; otherwise the ``jxl`` codec is simply not available.
+JPEG XL comes from the ``pillow_jxl`` plugin (PyPI ``pillow-jxl-plugin``, a kdlic
+dependency), imported here so that it registers the format with Pillow; where it is
+missing or does not import, the ``jxl`` codec is simply not available.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import importlib.metadata
 import importlib.util
 import io
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -40,6 +44,8 @@ from kdlic.utils.files import write_json
 from kdlic.utils.progress import progress_bar
 
 METRICS = ("psnr-rgb", "ms-ssim-rgb", "bpp", "encoding_time", "decoding_time")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -91,7 +97,8 @@ CODECS: dict[str, Codec] = {
               lambda q: {"quality": q}, "avif",
               "libavif {version}, speed 6, 4:2:0, all threads"),
         Codec("jxl", "JPEG XL", "JXL", "quality", (1, 10, 25, 40, 55, 70, 80, 90), (0, 100),
-              lambda q: {"quality": q}, "pillow_jxl", "pillow-jxl-plugin"),
+              lambda q: {"quality": q}, "pillow_jxl",
+              "pillow-jxl-plugin {version} (libjxl), effort 7, all threads"),
         Codec("png", "PNG", "PNG", "compress_level", (6,), (0, 9),
               lambda level: {"compress_level": level}, "zlib", "lossless, zlib {version}"),
     )
@@ -109,7 +116,32 @@ def is_available(name: str) -> bool:
     library = CODECS[name].library
     if _is_pil_feature(library):
         return bool(features.check(library))
-    return importlib.util.find_spec(library) is not None
+    return _load_plugin(library)
+
+
+@functools.cache
+def _load_plugin(module: str) -> bool:
+    """Import a Pillow plugin module (importing registers its format); False where it is
+    not installed or fails to import (said once, in the log)."""
+    if importlib.util.find_spec(module) is None:
+        return False
+    try:
+        importlib.import_module(module)
+    except Exception as exc:  # e.g. built for another Pillow: the codec is unavailable
+        log.warning("Pillow plugin %s does not import (%s); its codec is unavailable",
+                    module, exc)
+        return False
+    return True
+
+
+def _plugin_version(module: str) -> str:
+    """The installed version of the distribution that provides ``module``."""
+    for dist in importlib.metadata.packages_distributions().get(module, []):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "unknown"
 
 
 def available_codecs(lossy_only: bool = True) -> list[str]:
@@ -124,7 +156,8 @@ def _library_version(library: str) -> str:
         turbo = features.check("libjpeg_turbo")
         return (f"libjpeg-turbo {features.version('libjpeg_turbo')}" if turbo
                 else f"libjpeg {features.version('jpg')}")
-    return str(features.version(library)) if _is_pil_feature(library) else "unknown"
+    return str(features.version(library)) if _is_pil_feature(library) \
+        else _plugin_version(library)
 
 
 def describe(codec: Codec) -> str:
@@ -135,8 +168,8 @@ def describe(codec: Codec) -> str:
 
 def encode(image: Image.Image, codec: Codec, value: float) -> bytes:
     """Encode ``image`` with ``codec`` at sweep setting ``value``; return the bitstream."""
-    if codec.library == "pillow_jxl":
-        importlib.import_module("pillow_jxl")  # registers the JXL format with Pillow
+    if not _is_pil_feature(codec.library):
+        _load_plugin(codec.library)  # registers the format with Pillow
     buf = io.BytesIO()
     image.save(buf, format=codec.pil_format, **codec.options(value))
     return buf.getvalue()
@@ -144,6 +177,9 @@ def encode(image: Image.Image, codec: Codec, value: float) -> bytes:
 
 def decode(data: bytes) -> np.ndarray:
     """Decode a bitstream to an ``(H, W, 3)`` uint8 RGB array."""
+    for codec in CODECS.values():  # plugin formats (JPEG XL) must be registered to open
+        if not _is_pil_feature(codec.library):
+            _load_plugin(codec.library)
     with Image.open(io.BytesIO(data)) as im:
         im.load()
         return np.asarray(im.convert("RGB"))
