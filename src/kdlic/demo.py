@@ -7,7 +7,8 @@ Runs offline on 2 CPU cores in a few minutes:
    teacher's outputs cached, on photos that ship with an installed package
    (scikit-image's sample photos) or, failing that, ``../shared/data/train``;
 3. compresses a sample image (Kodak's kodim14 when ``../shared/data`` is there, else a
-   scikit-image photo) with the zoo models and the new student, and with JPEG and WebP
+   scikit-image photo) with the zoo models and the new student, and with JPEG, WebP and
+   JPEG XL
    sweeps;
 4. writes the HTML report and prints where it is.
 """
@@ -86,7 +87,7 @@ def zoo_family(teacher: str, n: int = 16) -> list[str]:
 
 
 def story(student: dict, teacher: dict, codecs: dict[str, tuple[float, float]]) -> str:
-    """One sentence: how the new student compares with its teacher and JPEG/WebP."""
+    """One sentence: how the new student compares with its teacher and classic codecs."""
     size = teacher["params"] / student["params"]
     dec_s, dec_t = student.get("decode_ms"), teacher.get("decode_ms")
     speed = (f", decodes the {student['frame']} image in {dec_s:.0f} ms against the "
@@ -119,13 +120,14 @@ def run_demo(out: Path, minutes: float, threads: int | None) -> Path:
                       run_dir=student_dir, overrides=overrides)
     family = zoo_family(teacher)
     print(f"[demo] compressing {sample.name} with the teacher, the new student, the zoo's "
-          f"N=16 students with and without KD ({len(family)}), JPEG and WebP")
+          f"N=16 students with and without KD ({len(family)}), JPEG, WebP and JPEG XL")
     # Two files: the new student (minutes of training) is not a point of the zoo's curves.
     zoo = api.evaluate([teacher, *family], sample, name="zoo")
     new = api.evaluate([str(run.best)], sample, name="N=16 student distilled just now")
     write_json(out / "zoo.json", zoo)
     write_json(out / "student.json", new)
-    codecs = api.baselines(sample, out / "baselines", codecs=("jpeg", "webp"))
+    classic = {"jpeg": "JPEG", "webp": "WebP", "jxl": "JPEG XL"}
+    codecs = api.baselines(sample, out / "baselines", codecs=tuple(classic))
     print("[demo] profiling the teacher and the N=16 students (size, FLOPs, time)")
     # the zoo's KD student at the teacher's lambda: the new student's trained twin
     lmbda = zoo_info(teacher)["lmbda"]
@@ -146,7 +148,7 @@ def run_demo(out: Path, minutes: float, threads: int | None) -> Path:
                 "decode_ms": 1e3 * entry["decoder"]["latency_s"]["median"] if entry else None}
 
     student = figures(new, 0)
-    closest = {c.upper() if c == "jpeg" else "WebP": _similar_bpp(doc, student["bpp"])
+    closest = {classic[c]: _similar_bpp(doc, student["bpp"])
                for c, doc in codecs.items()}
     sentence = story(student, figures(zoo, 0), closest)
     print(f"\n{'model':40s} {'bpp':>7s} {'PSNR dB':>8s}")
@@ -156,8 +158,8 @@ def run_demo(out: Path, minutes: float, threads: int | None) -> Path:
                   f"{float(from_jsonable(doc['results']['psnr-rgb'][i])):8.2f}")
     print("\n" + sentence)
     report = out / "report"
-    api.report([out / "zoo.json", out / "student.json", out / "baselines" / "jpeg.json",
-                out / "baselines" / "webp.json", out / "profile.json"], report,
+    api.report([out / "zoo.json", out / "student.json",
+                *(out / "baselines" / f"{c}.json" for c in codecs), out / "profile.json"], report,
                crop_image=sample, reference=teacher, lead=[sentence])
     return report / "index.html"
 
