@@ -36,7 +36,16 @@ from kdlic.distillation.objective import Distillation
 from kdlic.distillation.teacher import FrozenTeacher
 from kdlic.distillation.terms import TERMS
 from kdlic.errors import KdlicError
-from kdlic.models import ARCHITECTURES, adopt, display_name, latent_shapes, load_model
+from kdlic.models import (
+    ARCHITECTURES,
+    DecoderOnlyScaleHyperprior,
+    ScaleHyperprior,
+    adopt,
+    display_name,
+    latent_shapes,
+    load_model,
+)
+from kdlic.models.identity import bind_encoder, encoder_args, encoder_id, is_decoder_only
 from kdlic.training.config import (
     TRAIN_DEFAULTS,
     check_train_config,
@@ -186,7 +195,7 @@ def _student_args(cfg: dict[str, Any], teacher: nn.Module, hyper_teacher: nn.Mod
                   ) -> dict[str, Any]:
     """The student's constructor arguments: the config's, with the teacher's architecture,
     latent channels (M) and, for a hyper-latent term, hyper-latent channels as defaults."""
-    s = {k: v for k, v in cfg["student"].items() if v is not None}
+    s = {k: v for k, v in cfg["student"].items() if v is not None and k != "decoder_only"}
     arch = s.pop("arch", teacher.arch)
     names = ARCHITECTURES[arch].arg_names if arch in ARCHITECTURES else ()
     if "M" in names and "M" not in s:
@@ -194,6 +203,40 @@ def _student_args(cfg: dict[str, Any], teacher: nn.Module, hyper_teacher: nn.Mod
     if "z_channels" in names and "z_channels" not in s and hyper_teacher is not None:
         s["z_channels"] = latent_shapes(hyper_teacher).get("z_hat", (None,))[0]
     return {"arch": arch, **s}
+
+
+def _decoder_student(cfg: dict[str, Any], teacher: nn.Module, start: nn.Module | None
+                     ) -> nn.Module:
+    """A decoder-only student of ``teacher``: ``start`` (a ``scale-hyperprior-decoder``)
+    or a new one with the config's N, bound to the teacher's encoder (its encoder side
+    copied bit for bit, frozen; its encoder id recorded). Refuses, before training,
+    teachers and students the exact scale-hyperprior coder cannot share a bitstream for."""
+    if teacher.arch not in (ScaleHyperprior.arch, DecoderOnlyScaleHyperprior.arch):
+        raise KdlicError(f"decoder-only distillation needs a scale-hyperprior teacher (kdlic's "
+                         f"exact coder); the teacher is {teacher.arch}")
+    s = cfg["student"]
+    if s["arch"] not in (None, DecoderOnlyScaleHyperprior.arch):
+        raise KdlicError(f"a decoder-only student is a {DecoderOnlyScaleHyperprior.arch} (the "
+                         f"teacher's encoder, its own g_s), not {s['arch']}: leave "
+                         "student.arch unset")
+    enc = encoder_args(teacher)
+    for key, theirs in (("M", enc["M"]), ("z_channels", enc["z_channels"])):
+        if s[key] is not None and s[key] != theirs:
+            raise KdlicError(f"a decoder-only student keeps the teacher's {key} ({theirs}); "
+                             f"student.{key} is {s[key]}")
+    if start is None:
+        start = init_model({"arch": DecoderOnlyScaleHyperprior.arch, "N": s["N"],
+                            "M": enc["M"], "z_channels": enc["z_channels"],
+                            "encoder_N": enc["N"]}, cfg["runtime"]["seed"])
+    elif not isinstance(start, DecoderOnlyScaleHyperprior) or encoder_args(start) != enc:
+        args = ", ".join(f"{k}={v}" for k, v in start.arch_args.items())
+        raise KdlicError(f"a decoder-only student must be a {DecoderOnlyScaleHyperprior.arch} "
+                         f"with the teacher's encoder sizes {enc}, not {start.arch}({args})")
+    elif is_decoder_only(start) and encoder_id(start) != encoder_id(teacher):
+        raise KdlicError(f"the student decodes the encoder {encoder_id(start).hex()}, the "
+                         f"teacher's is {encoder_id(teacher).hex()}")
+    bind_encoder(start, teacher)
+    return start
 
 
 def check_latent_shapes(student: nn.Module, teachers: list[nn.Module],
@@ -235,6 +278,7 @@ def distill(
     overrides: Overrides = (),
     val_data: Any = None,
     resume: bool = False,
+    decoder_only: bool | None = None,
 ) -> RunResult:
     """Distil ``teacher`` into a smaller ``student`` (Allemand et al. 2025).
 
@@ -256,6 +300,12 @@ def distill(
         overrides: further ``"key.path=value"`` strings or nested dicts, applied last.
         val_data: validation images for a ``Dataset``/``DataLoader``.
         resume: continue the run in ``run_dir`` from its ``last.pt``.
+        decoder_only: the ``student.decoder_only`` config key: the student keeps the
+            teacher's encoder side (g_a, h_a, h_s, entropy models) bit for bit, frozen,
+            and learns only a synthesis g_s of width N (``student``'s N), trained on KD
+            terms on x_hat plus the distortion, without a rate term; it decodes the
+            teacher's ``.kdl`` files (a ``scale-hyperprior-decoder``; the teacher must
+            be a scale hyperprior). The default preset is then ``decoder``.
 
     Returns:
         the run's :class:`RunResult`; ``result.model`` is the best student.
@@ -269,7 +319,8 @@ def distill(
         layers.append({"student": student})
     elif isinstance(student, nn.Module):
         start = adopt(student)
-        layers.append({"student": {"arch": start.arch, **start.arch_args}})
+        layers.append({"student": {"arch": start.arch, **{
+            k: v for k, v in start.arch_args.items() if k in DISTILL_DEFAULTS["student"]}}})
     elif student is not None:
         raise KdlicError(f"student must be an int (N), a dict, a model or None, not "
                          f"{type(student).__name__}")
@@ -278,7 +329,8 @@ def distill(
             teacher=None if teacher is None else _spec_name(teacher),
             teacher2=None if teacher2 is None else _spec_name(teacher2),
             lmbda=lmbda, run_dir=None if run_dir is None else str(run_dir),
-            **{"kd.preset": preset, "schedule.steps": steps, "schedule.minutes": minutes}),
+            **{"kd.preset": preset, "schedule.steps": steps, "schedule.minutes": minutes,
+               "student.decoder_only": decoder_only}),
         *overrides])
     check_distill_config(cfg)
     weights = kd_weights(cfg)
@@ -297,14 +349,18 @@ def distill(
         if cfg["lmbda"] is None:
             raise KdlicError("the teacher records no lambda: give the student's lmbda")
     check_train_config(cfg)
+    decoder = cfg["student"]["decoder_only"]
     objective = Distillation(teachers, weights, cfg["lmbda"], term_teacher,
-                             cfg["kd"]["temperature"])
-    if start is None:
+                             cfg["kd"]["temperature"], rate=not decoder)
+    if decoder:
+        start = _decoder_student(cfg, main, start)
+    elif start is None:
         hyper = teachers[term_teacher.get("hyper", 0)].model if "hyper" in objective.kd_terms \
             else None
         start = init_model(_student_args(cfg, main, hyper), cfg["runtime"]["seed"])
     cfg["student"] = {"arch": start.arch, **{k: None for k in ("N", "M", "z_channels")},
-                      **start.arch_args}
+                      **{k: v for k, v in start.arch_args.items() if k in cfg["student"]},
+                      "decoder_only": decoder}
     check_latent_shapes(start, [t.model for t in teachers], objective)
 
     wrap = None

@@ -21,6 +21,7 @@ FLAGS = {
     "student_arch": "student.arch",
     "N": "student.N",
     "M": "student.M",
+    "decoder_only": "student.decoder_only",
 }
 
 
@@ -38,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "RD loss. Works under torchrun (DDP). Teachers and students may be any CompressAI "
         "architecture kdlic registers. Defaults: student N=32 with the teacher's "
         "architecture and latent channels, "
-        "lambda = the teacher's, preset L1, the train command's schedule (see "
+        "lambda = the teacher's, preset L1 (decoder with --decoder-only), the train "
+        "command's schedule (see "
         "kdlic.distillation.config.DISTILL_DEFAULTS).",
     )
     p.add_argument("--teacher", help="teacher: checkpoint, zoo name or compressai:ARCH:Q[:FILE]")
@@ -54,6 +56,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "kdlic.ARCHITECTURES) [student.arch]")
     p.add_argument("--N", type=int, help="student transform channels [student.N]")
     p.add_argument("--M", type=int, help="student latent channels (default: teacher's)")
+    p.add_argument("--decoder-only", action="store_const", const=True,
+                   help="keep the teacher's encoder side (g_a, h_a, h_s, entropy models) "
+                   "bit for bit and train only a synthesis of width --N: the student "
+                   "decodes the teacher's .kdl files (scale-hyperprior teachers; default "
+                   "preset: decoder = output + distortion, no rate) [student.decoder_only]")
     add_run_arguments(p)
     p.set_defaults(func=run)
 

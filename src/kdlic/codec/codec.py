@@ -18,7 +18,6 @@ architectures without that guarantee.
 
 from __future__ import annotations
 
-import hashlib
 import time
 import zlib
 from functools import lru_cache
@@ -51,17 +50,9 @@ from kdlic.codec.tables import SCALE_TABLE, bottleneck_tables, gaussian_tables
 from kdlic.data.images import open_image, padded_size, split_channels
 from kdlic.data.sampling import padded_input
 from kdlic.errors import KdlicError
+from kdlic.models.identity import encoder_hash, encoder_id, is_decoder_only, model_id
 from kdlic.models.registry import adopt
 from kdlic.utils.device import fast_bf16, parse_device
-
-
-def model_id(model: nn.Module) -> bytes:
-    """8-byte identity of a model: SHA-256 over its architecture and fp32 parameters."""
-    h = hashlib.sha256(f"{model.arch}{sorted(model.arch_args.items())}".encode())
-    for name, p in sorted(model.named_parameters()):
-        h.update(name.encode())
-        h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
-    return h.digest()[:8]
 
 
 def model_name(model: nn.Module) -> str:
@@ -123,8 +114,14 @@ class Codec:
         # CompressAI's own tables, for code that calls the model's compress()/decompress();
         # this codec uses the deterministic tables below.
         self.model.update(force=True)
-        self.id = model_id(model)
+        self.id = encoder_id(model)  # what files carry: docs/format.md, *Encoder identity*
         self.name = model_name(model)
+        self.decoder_only = is_decoder_only(model)
+        if self.decoder_only and encoder_hash(model) != bytes(model.encoder_hash.tolist()):
+            raise KdlicError(
+                f"model {self.name} cannot be used for coding: its encoder side (g_a, h_a, "
+                f"h_s, entropy models) is not the encoder {self.id.hex()} it was distilled "
+                "from (changed or rounded since, e.g. stored in fp16?)")
         self.y_channels = int(self.model.M)
         self.z_channels = int(self.model.entropy_bottleneck.channels)
         try:
@@ -255,6 +252,12 @@ class Codec:
             raise KdlicError(f"the file was written by the {CODERS[header.coder]} coder; "
                              f"'{self.name}' ({self.model.arch}) uses the "
                              f"{CODERS[self.coder]} coder")
+        if header.model_id != self.id and self.decoder_only:
+            made = f"'{header.model_name}' " if header.model_name else "a model "
+            raise KdlicError(
+                f"the file was encoded with {made}(encoder id {header.model_id.hex()}), but "
+                f"'{self.name}' is a decoder-only model for the encoder {self.id.hex()}; "
+                "decode it with that file's model or a decoder distilled from it")
         if header.model_id != self.id:
             made = f"'{header.model_name}' " if header.model_name else ""
             raise KdlicError(
@@ -440,6 +443,7 @@ class CompressAICodec(Codec):
 
 # the exact coder of each architecture that has one; Codec(model) picks it
 _EXACT_CODECS: dict[str | None, type[Codec]] = {c.arch: c for c in (Codec, MeanScaleCodec)}
+_EXACT_CODECS["scale-hyperprior-decoder"] = Codec  # a scale hyperprior's encoder, own g_s
 
 
 def _with_mode(image: Image.Image, header: Header, alpha: np.ndarray | None) -> Image.Image:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from kdlic.distillation.terms import PRESETS, term_names
+from kdlic.distillation.terms import PRESETS, TERMS, term_names
 from kdlic.training.config import TRAIN_DEFAULTS, check_number, check_train_config, require
 
 DISTILL_DEFAULTS: dict[str, Any] = copy.deepcopy(TRAIN_DEFAULTS)
@@ -21,9 +21,14 @@ DISTILL_DEFAULTS.update(
         # arch defaults to the teacher's; M to the teacher's latent channels (latent
         # terms need equal shapes); z_channels to the hyper-term teacher's when that
         # term is on, else N (architectures that take no M or z_channels ignore them).
-        "student": {"arch": None, "N": 32, "M": None, "z_channels": None},
+        # decoder_only: keep the teacher's encoder side (g_a, h_a, h_s, entropy models)
+        # bit for bit, frozen, and train only a synthesis g_s of width N: the student
+        # decodes the teacher's files (a scale-hyperprior teacher; arch null, M and
+        # z_channels null or the teacher's).
+        "student": {"arch": None, "N": 32, "M": None, "z_channels": None,
+                    "decoder_only": False},
         "kd": {
-            "preset": "L1",
+            "preset": None,  # null: L1, or `decoder` for a decoder-only student
             "weights": {},  # per-term overrides of the preset, e.g. {latent: 0.3}
             "temperature": 1.0,
             "cache": "none",  # none | memory | disk: precomputed teacher outputs
@@ -32,6 +37,13 @@ DISTILL_DEFAULTS.update(
     }
 )
 DISTILL_DEFAULTS["lmbda"] = None  # default: the teacher's lambda
+
+
+def resolve_preset(cfg: dict[str, Any]) -> None:
+    """Fill in the default preset (in place): ``decoder`` for a decoder-only student,
+    else ``L1``; the resolved name is what the run records."""
+    if cfg["kd"]["preset"] is None:
+        cfg["kd"]["preset"] = "decoder" if cfg["student"]["decoder_only"] is True else "L1"
 
 
 def kd_weights(cfg: dict[str, Any]) -> dict[str, float]:
@@ -53,6 +65,8 @@ def kd_weights(cfg: dict[str, Any]) -> dict[str, float]:
 
 
 def check_distill_config(cfg: dict[str, Any]) -> None:
+    """Reject bad values before any model is loaded; fills in the default preset."""
+    resolve_preset(cfg)
     require(bool(cfg["teacher"]), "no teacher: set `teacher` (checkpoint, zoo name or "
             "compressai:ARCH:QUALITY) or pass --teacher")
     require(cfg["kd"]["cache"] in ("none", "memory", "disk"),
@@ -65,6 +79,16 @@ def check_distill_config(cfg: dict[str, Any]) -> None:
     require(not hybrid or bool(cfg["teacher2"]),
             "the hybrid preset needs a second teacher: set `teacher2`")
     require(hybrid or not cfg["teacher2"], "`teacher2` is only used by the hybrid preset")
-    kd_weights(cfg)
+    weights = kd_weights(cfg)
+    decoder_only = cfg["student"]["decoder_only"]
+    require(isinstance(decoder_only, bool),
+            f"student.decoder_only must be true or false, got {decoder_only!r}")
+    if decoder_only:
+        latent = [t for t, w in weights.items() if w > 0 and t in TERMS
+                  and TERMS[t].needs != "x_hat"]
+        require(not latent, f"decoder-only distillation trains g_s alone on the teacher's "
+                f"latents, but preset {cfg['kd']['preset']!r} weights "
+                f"{', '.join(f'{t} ({TERMS[t].needs})' for t in latent)}; use the decoder, "
+                "output-only or none preset, or set those weights to 0")
     if cfg["lmbda"] is not None:
         check_train_config(cfg)

@@ -10,7 +10,8 @@ and the pre-training shape check read that declaration.
 ``hyper``      MSE(z_hat_s, z_hat_t), hyper-latent units (B, Cz, H/64, W/64)
 ``output``     MSE(x_hat_s, x_hat_t), images in [0, 1] (B, 3, H, W)
 ``rd``         the student's own RD loss, lambda * 255^2 * MSE(x_hat_s, x) + bpp (not a KD
-               term: it needs no teacher)
+               term: it needs no teacher); for a decoder-only student its distortion
+               lambda * 255^2 * MSE alone (the rate is the teacher's, fixed)
 
 The total is sum(weight * term); terms with weight 0 are not computed. A new term is one
 decorated function::
@@ -96,6 +97,9 @@ PRESETS: dict[str, dict[str, float]] = {
     "output-only": {"output": 1.0},
     # Two teachers: the second (low-rate) one for the hyper-latent term.
     "hybrid": {"latent": 0.2, "hyper": 0.2, "output": 0.2, "rd": 0.4},
+    # Decoder-only distillation's default (kd.preset null with student.decoder_only): the
+    # output term plus the distortion (rd without the rate: the bitstream is the teacher's).
+    "decoder": {"output": 0.2, "rd": 0.4},
     # Plain RD training of the student: the baseline for every KD result.
     "none": {"rd": 1.0},
 }

@@ -16,6 +16,9 @@ from kdlic.utils.checkpoint import read_checkpoint
 
 # Checkpoint file names that say nothing about the model: its folder names it instead.
 GENERIC_STEMS = {"best", "last", "model", "checkpoint", "final", "weights"}
+# Constructor arguments with a default derived from N (the hyper-latent's channels, a
+# decoder-only student's encoder width).
+OPTIONAL_ARGS = ("z_channels", "encoder_N")
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -40,7 +43,7 @@ def build_model(arch: str, N: int, M: int | None = None, **arch_args: int | None
     if unknown:
         raise KdlicError(f"{arch} takes {', '.join(cls.arg_names)}, not {', '.join(unknown)}")
     args = {k: _positive_int(k, v) for k, v in given.items()}
-    missing = [k for k in cls.arg_names if k not in args and k != "z_channels"]
+    missing = [k for k in cls.arg_names if k not in args and k not in OPTIONAL_ARGS]
     if missing:
         raise KdlicError(f"{arch} needs {', '.join(missing)}")
     return cls(**args)

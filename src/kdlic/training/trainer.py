@@ -200,7 +200,8 @@ class Trainer:
         main, aux = split_parameters(self.model)
         self.main_params = main
         self.optimizer = torch.optim.Adam(main, lr=cfg["optim"]["lr"])
-        self.aux_optimizer = torch.optim.Adam(aux, lr=cfg["optim"]["aux_lr"])
+        # None where the quantiles are frozen (a decoder-only student's entropy models)
+        self.aux_optimizer = torch.optim.Adam(aux, lr=cfg["optim"]["aux_lr"]) if aux else None
         set_quantization(self.model, cfg["quantization"])
         # The averaged weights (optim.ema): what validation, best.pt and exports see.
         self.ema: nn.Module | None = None
@@ -249,7 +250,8 @@ class Trainer:
             "elapsed_s": self._elapsed(),
             "last_val": self.last_val,
             "optimizer": self.optimizer.state_dict(),
-            "aux_optimizer": self.aux_optimizer.state_dict(),
+            "aux_optimizer": None if self.aux_optimizer is None
+            else self.aux_optimizer.state_dict(),
             "plateau": self.plateau.state_dict(),
             # With EMA the checkpoint's weights are the average; the raw ones are here.
             "raw_model": None if self.ema is None else self.model.state_dict(),
@@ -297,7 +299,8 @@ class Trainer:
         if self.ema is not None:
             self.model.load_state_dict(st["raw_model"])
         self.optimizer.load_state_dict(st["optimizer"])
-        self.aux_optimizer.load_state_dict(st["aux_optimizer"])
+        if self.aux_optimizer is not None:
+            self.aux_optimizer.load_state_dict(st["aux_optimizer"])
         self.plateau.load_state_dict(st["plateau"])
         torch.set_rng_state(st["torch_rng"])
         if self.device.type == "cuda" and st.get("cuda_rng") is not None:
@@ -338,12 +341,16 @@ class Trainer:
         terms["loss"].backward()
         torch.nn.utils.clip_grad_norm_(self.main_params, self.cfg["optim"]["clip_grad"])
         self.optimizer.step()
-        self.aux_optimizer.zero_grad(set_to_none=True)
-        aux_loss = self.model.aux_loss()
-        aux_loss.backward()
-        all_reduce_mean([p.grad for g in self.aux_optimizer.param_groups for p in g["params"]],
-                        self.ddp)
-        self.aux_optimizer.step()
+        if self.aux_optimizer is None:
+            with torch.no_grad():
+                aux_loss = self.model.aux_loss()
+        else:
+            self.aux_optimizer.zero_grad(set_to_none=True)
+            aux_loss = self.model.aux_loss()
+            aux_loss.backward()
+            all_reduce_mean([p.grad for g in self.aux_optimizer.param_groups
+                             for p in g["params"]], self.ddp)
+            self.aux_optimizer.step()
         if self.ema is not None:
             self._update_ema()
         values = torch.stack([v.detach().float() for v in (*terms.values(), aux_loss)])
