@@ -23,7 +23,7 @@ from .conftest import smooth_image
 
 TINY = ["data.crop=64", "data.val_crop=64", "data.batch_size=2", "data.val_count=2",
         "schedule.val_every=2", "schedule.log_every=1", "runtime.threads=1",
-        "runtime.progress=false", "optim.lr=1e-2"]
+        "runtime.progress=false", "optim.lr=1e-2", "optim.ema=0.5"]
 
 
 def make_teacher(seed: int = 1):
@@ -121,6 +121,17 @@ def test_a_decoder_of_another_encoder_is_refused(teacher_file, image):
     written = Codec(decoder_of(load_model(teacher_file))).encode(image)
     with pytest.raises(KdlicError, match="encoded with model"):
         Codec(make_teacher(seed=2)).decode(written)
+
+
+def test_fp16_checkpoints_keep_the_encoder_exact(run, teacher_file, image, tmp_path):
+    """Zoo-style fp16 weights: g_s in fp16, the encoder side (the teacher's) unchanged."""
+    path = tmp_path / "half.pt"
+    save_checkpoint(path, run.model, dict(run.model.meta), half=True, pack=True)
+    half = load_model(path)
+    assert torch.equal(half.g_s[0].weight, run.model.g_s[0].weight.half().float())
+    assert encoder_hash(half) == encoder_hash(run.model)
+    data = Codec(load_model(teacher_file)).encode(image)
+    assert Codec(half).decode(data).size == (90, 72)
 
 
 def test_a_changed_encoder_side_is_refused(teacher_file):

@@ -52,11 +52,17 @@ def save_checkpoint(
 
     Args:
         half: store floating-point weights as fp16 (zoo files); loading restores fp32.
+            (Not a decoder-only student's encoder side: its teacher's encoder, kept exact.)
         pack: with ``half``, pack the fp16 weights (module docstring): smaller files.
     """
+    from kdlic.models.identity import ENCODER_MODULES, is_decoder_only
+
     # Buffers stay as they are: they are small, and fp16 would zero the entropy models'
-    # likelihood bound (1e-9 is below fp16's smallest value).
+    # likelihood bound (1e-9 is below fp16's smallest value). A decoder-only student's
+    # encoder side stays fp32 too: it must stay its teacher's, bit for bit.
     params = {name for name, _ in model.named_parameters()}
+    if is_decoder_only(model):
+        params = {name for name in params if name.split(".", 1)[0] not in ENCODER_MODULES}
     state = {
         k: (v.half() if half and k in params and v.is_floating_point() else v).detach().cpu()
         for k, v in model.state_dict().items()
