@@ -6,7 +6,8 @@ Layout (all integers little-endian; docs/format.md has the full description)::
     0       4     magic b"KDLC"
     4       1     format version (1, or 2: a coder byte follows the sizes)
     5       1     colour mode: 0 = RGB, 1 = L (grayscale), 2 = RGBA, 3 = LA
-    6       8     model id: SHA-256[:8] of architecture, arguments, fp32 parameters
+    6       8     encoder id: an ordinary model's model id, SHA-256[:8] of architecture,
+                  arguments, fp32 parameters; a decoder-only student writes its teacher's
     14      1     n: length of the model name
     15      n     model name, UTF-8 (zoo name, compressai:... spec or checkpoint file name)
     15+n    4     image width in pixels (1..65535)
