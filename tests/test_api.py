@@ -42,8 +42,11 @@ def test_every_architecture_distils_codes_and_evaluates(arch, image_dir, tmp_pat
     teacher = tiny(arch, seed=1)
     # cheng2020's latent has N channels: a narrower one cannot match the teacher's y_hat
     preset = "output-only" if arch.startswith("cheng") else "L1"
+    # a decoder-only student's architecture comes from decoder-only distillation
+    decoder_only = arch == "scale-hyperprior-decoder"
     run = kdlic.distill(teacher, student=4, data=image_dir, lmbda=0.01, steps=2,
-                        preset=preset, run_dir=tmp_path / "run", overrides=TINY)
+                        preset="decoder" if decoder_only else preset, decoder_only=decoder_only,
+                        run_dir=tmp_path / "run", overrides=TINY)
     assert run.steps == 2 and run.best.is_file()
     assert run.model.arch == arch and run.model.arch_args["N"] == 4
     assert run.config["student"]["arch"] == arch

@@ -101,7 +101,14 @@ def test_teacher_files_decode_with_the_student(run, teacher_file, image):
     teacher = Codec(load_model(teacher_file))
     student = Codec(run.model)
     data = teacher.encode(image)
+    latents = []
+    for codec in (student, teacher):  # the same latents reach both g_s
+        real = codec._synthesis.pixels
+        codec._synthesis.pixels = lambda y, *a, real=real: latents.append(y) or real(y, *a)
     mine, theirs = student.decode(data), teacher.decode(data)
+    for codec in (student, teacher):
+        del codec._synthesis.pixels
+    assert torch.equal(latents[0], latents[1]) and latents[0].abs().sum() > 0
     assert mine.size == theirs.size == (90, 72)
     assert not np.array_equal(np.asarray(mine), np.asarray(theirs))  # its own g_s
     # the student writes the teacher's bitstream (and id): the teacher decodes it
@@ -109,6 +116,13 @@ def test_teacher_files_decode_with_the_student(run, teacher_file, image):
     (h1, s1), (h2, s2) = unpack(data), unpack(written)
     assert (h1.model_id, h1.y_mask, s1) == (h2.model_id, h2.y_mask, s2)
     assert np.array_equal(np.asarray(teacher.decode(written)), np.asarray(theirs))
+
+
+def test_a_decoder_of_a_decoder_decodes_the_first_teachers_files(run, teacher_file, image):
+    second = decoder_of(run.model, N=2)
+    assert encoder_id(second) == model_id(load_model(teacher_file))
+    data = Codec(load_model(teacher_file)).encode(image)
+    assert Codec(second).decode(data).size == (90, 72)
 
 
 def test_a_decoder_of_another_encoder_is_refused(teacher_file, image):
@@ -177,13 +191,21 @@ def mbt_teacher(tmp_path_factory):
     (["--student-arch", "bmshj2018-factorized"], "not bmshj2018-factorized"),
     (["--M", "32"], "keeps the teacher's M (16)"),
     (["MBT"], "needs a scale-hyperprior teacher"),
+    (["NOT-DECODER-ONLY", "--teacher", "STUDENT"], "distil it with decoder_only"),
 ])
 def test_bad_combinations_are_refused_before_training(args, message, teacher_file,
                                                       mbt_teacher, image_dir, tmp_path,
                                                       capsys):
     teacher = str(mbt_teacher if args == ["MBT"] else teacher_file)
-    args = [] if args == ["MBT"] else [str(teacher_file) if a == "T" else a for a in args]
-    code = main(["distill", "--teacher", teacher, "--decoder-only", "--N", "4", *args,
+    flag = ["--decoder-only"]
+    if args[0] == "NOT-DECODER-ONLY":  # a decoder-only teacher, an ordinary distillation
+        flag, args = [], args[1:]
+        student = tmp_path / "student.pt"
+        save_checkpoint(student, decoder_of(load_model(teacher_file)), {"lmbda": 0.01})
+    args = [] if args == ["MBT"] else [
+        {"T": str(teacher_file), "STUDENT": str(tmp_path / "student.pt")}.get(a, a)
+        for a in args]
+    code = main(["distill", "--teacher", teacher, *flag, "--N", "4", *args,
                  "--data", str(image_dir), "--run-dir", str(tmp_path / "run"),
                  "--no-progress", *sum((["--set", o] for o in TINY), [])])
     err = capsys.readouterr().err

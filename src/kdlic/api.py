@@ -354,10 +354,19 @@ def distill(
                              cfg["kd"]["temperature"], rate=not decoder)
     if decoder:
         start = _decoder_student(cfg, main, start)
-    elif start is None:
-        hyper = teachers[term_teacher.get("hyper", 0)].model if "hyper" in objective.kd_terms \
-            else None
-        start = init_model(_student_args(cfg, main, hyper), cfg["runtime"]["seed"])
+    else:
+        if start is None:
+            hyper = teachers[term_teacher.get("hyper", 0)].model \
+                if "hyper" in objective.kd_terms else None
+            args = _student_args(cfg, main, hyper)
+        else:
+            args = {"arch": start.arch}
+        if args["arch"] == DecoderOnlyScaleHyperprior.arch:
+            raise KdlicError(f"a {DecoderOnlyScaleHyperprior.arch} student keeps its teacher's "
+                             "encoder: distil it with decoder_only (--decoder-only), or "
+                             "choose another student architecture")
+        if start is None:
+            start = init_model(args, cfg["runtime"]["seed"])
     cfg["student"] = {"arch": start.arch, **{k: None for k in ("N", "M", "z_channels")},
                       **{k: v for k, v in start.arch_args.items() if k in cfg["student"]},
                       "decoder_only": decoder}
