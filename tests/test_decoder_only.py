@@ -174,6 +174,10 @@ def test_cli_decoder_only_and_compress(teacher_file, image_dir, image, tmp_path)
     assert main(["decompress", str(tmp_path / "t.kdl"), "-m", str(student),
                  "-o", str(tmp_path / "s.png"), "--no-progress"]) == 0
     assert Image.open(tmp_path / "s.png").size == Image.open(tmp_path / "t.png").size
+    # the recorded config runs again as it is
+    assert main(["distill", "-c", str(run_dir / "config.yaml"), "--run-dir",
+                 str(tmp_path / "again"), "--steps", "1"]) == 0
+    assert load_model(tmp_path / "again" / "last.pt").arch_args == load_model(student).arch_args
 
 
 @pytest.fixture(scope="module")
