@@ -69,6 +69,7 @@ def test_only_g_s_trains(run, teacher_file):
     teacher, student = load_model(teacher_file), run.model
     assert student.arch == "scale-hyperprior-decoder"
     assert student.arch_args == {"N": 4, "M": 16, "z_channels": 8, "encoder_N": 8}
+    assert type(student).args_from_state(student.state_dict()) == student.arch_args
     assert run.config["student"]["decoder_only"] is True
     assert run.config["kd"]["preset"] == "decoder"
     t, s = teacher.state_dict(), student.state_dict()
