@@ -92,6 +92,21 @@ def recrc(data: bytes) -> bytes:
 # Container
 
 
+
+def decoded_latents(codec, data, monkeypatch):
+    """The y_hat a decode hands to g_s (spied on the synthesis)."""
+    seen = {}
+    real = codec._synthesis.pixels
+
+    def spy(y_hat, *args):
+        seen["y"] = y_hat.clone()
+        return real(y_hat, *args)
+
+    with monkeypatch.context() as m:
+        m.setattr(codec._synthesis, "pixels", spy)
+        codec.decode(data)
+    return seen["y"]
+
 def test_header_round_trip():
     h = Header("RGBA", b"12345678", 70, 130, (3, 2), 20, 8, mask_bytes([True, False] * 10),
                "student-n16.pt")
@@ -209,17 +224,8 @@ V1_FILES_SHA256 = {  # larger files of the same model: one with escapes, one wit
 
 def test_version_1_files_are_unchanged(codec, monkeypatch):
     assert V1_FILE[4] == 1 and unpack(V1_FILE)[0].coder == 0
-    seen = {}
-    real = codec._synthesis.pixels
-
-    def spy(y_hat, *args):
-        seen["y"] = y_hat.clone()
-        return real(y_hat, *args)
-
-    monkeypatch.setattr(codec._synthesis, "pixels", spy)
-    codec.decode(V1_FILE)
-    monkeypatch.undo()
-    assert hashlib.sha256(seen["y"].numpy().tobytes()).hexdigest() == V1_LATENTS_SHA256
+    y = decoded_latents(codec, V1_FILE, monkeypatch)
+    assert hashlib.sha256(y.numpy().tobytes()).hexdigest() == V1_LATENTS_SHA256
     assert codec.encode(smooth(40, 56)) == V1_FILE
     rgba = np.dstack([smooth(50, 60), (np.arange(50 * 60) % 256).reshape(50, 60)]).astype(
         np.uint8)
@@ -438,16 +444,7 @@ def test_decoder_recovers_the_encoder_latents(codec, monkeypatch):
     header, streams = unpack(data)
     assert header.coded_channels() == [c for c in range(16) if c not in (3, 7)]
     assert streams[2], "this model should produce a few escapes"
-    seen = {}
-    real = codec._synthesis.pixels
-
-    def spy(y_hat, *args):
-        seen["y"] = y_hat.clone()
-        return real(y_hat, *args)
-
-    monkeypatch.setattr(codec._synthesis, "pixels", spy)
-    codec.decode(data)
-    assert torch.equal(seen["y"], latents(codec, rgb))
+    assert torch.equal(decoded_latents(codec, data, monkeypatch), latents(codec, rgb))
 
 
 @pytest.mark.parametrize("h,w", [(1, 1), (1, 65), (65, 1), (70, 90), (64, 64), (17, 200)])

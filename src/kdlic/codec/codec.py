@@ -217,11 +217,8 @@ class Codec:
             return self._encode(image)
 
     def _encode(self, image: Image.Image) -> bytes:
-        mode, rgb, alpha = split_channels(image)
+        mode, rgb, alpha = _codable_channels(image)
         height, width = rgb.shape[:2]
-        if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
-            raise KdlicError(f"image {width}x{height} is too large for the format "
-                             f"(at most {MAX_SIDE} per side and {MAX_PIXELS} pixels)")
         self.timings = {}
         t = self.clock()
         x = padded_input(rgb).to(self.device)
@@ -402,11 +399,8 @@ class CompressAICodec(Codec):
         self.timings = {}
 
     def _encode(self, image: Image.Image) -> bytes:
-        mode, rgb, alpha = split_channels(image)
+        mode, rgb, alpha = _codable_channels(image)
         height, width = rgb.shape[:2]
-        if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
-            raise KdlicError(f"image {width}x{height} is too large for the format "
-                             f"(at most {MAX_SIDE} per side and {MAX_PIXELS} pixels)")
         self.timings = {}
         t = self.clock()
         out = self.model.compress(padded_input(rgb).to(self.device))
@@ -444,6 +438,16 @@ class CompressAICodec(Codec):
 # the exact coder of each architecture that has one; Codec(model) picks it
 _EXACT_CODECS: dict[str | None, type[Codec]] = {c.arch: c for c in (Codec, MeanScaleCodec)}
 _EXACT_CODECS["scale-hyperprior-decoder"] = Codec  # a scale hyperprior's encoder, own g_s
+
+
+def _codable_channels(image: Image.Image) -> tuple[str, np.ndarray, np.ndarray | None]:
+    """(mode, RGB, alpha) of an image, refused if the format cannot hold its size."""
+    mode, rgb, alpha = split_channels(image)
+    height, width = rgb.shape[:2]
+    if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
+        raise KdlicError(f"image {width}x{height} is too large for the format "
+                         f"(at most {MAX_SIDE} per side and {MAX_PIXELS} pixels)")
+    return mode, rgb, alpha
 
 
 def _with_mode(image: Image.Image, header: Header, alpha: np.ndarray | None) -> Image.Image:
