@@ -29,7 +29,7 @@ from kdlic.codec.tables import SCALE_TABLE
 from kdlic.data.sampling import padded_input
 from kdlic.errors import KdlicError
 from tests.test_codec import make_model, smooth
-from tests.test_fuzz_codec import FUZZ, check, mutation, with_crc
+from tests.test_fuzz_codec import FUZZ, check, mutated, mutation
 
 DEAD = (3, 7)
 DEAD_MEAN = 0.3
@@ -328,24 +328,7 @@ def small_images(monkeypatch):
 @FUZZ
 @given(mutations=st.lists(mutation, min_size=1, max_size=6))
 def test_mutations_with_a_valid_checksum(codec, small_file, small_images, mutations):
-    body = bytearray(small_file[:-4])
-    _, streams = unpack(small_file)
-    stream_start = len(body) - sum(map(len, streams))
-    for kind, pos, value in mutations:
-        if not body:
-            break
-        i = pos % len(body)
-        if kind == "flip":
-            body[i] ^= 1 << (value % 8)
-        elif kind == "set":
-            body[i] = value
-        elif kind == "insert":
-            body.insert(i, value)
-        elif kind == "delete":
-            del body[i]
-        elif len(body) > stream_start:
-            body[stream_start + pos % (len(body) - stream_start)] = value
-    check(codec, with_crc(bytes(body)))
+    check(codec, mutated(small_file, mutations))
 
 
 @FUZZ
