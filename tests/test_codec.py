@@ -474,8 +474,9 @@ def test_fast_synthesis_equals_the_model(codec, workers):
     assert torch.equal(fast, serial)
 
 
-def test_encoding_is_reproducible_and_thread_independent(codec):
-    rgb = smooth(80, 100)
+def assert_thread_independent(codec, rgb):
+    """Encoding and decoding ``rgb`` with 2 then 1 torch threads: the same file and
+    pixels; returns the decoded pixels."""
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
@@ -487,6 +488,12 @@ def test_encoding_is_reproducible_and_thread_independent(codec):
     finally:
         torch.set_num_threads(threads)
     assert a == b and np.array_equal(pa, pb)
+    return pa
+
+
+def test_encoding_is_reproducible_and_thread_independent(codec):
+    threads = torch.get_num_threads()
+    assert_thread_independent(codec, smooth(80, 100))
     assert torch.get_num_threads() == threads
 
 

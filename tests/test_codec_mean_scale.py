@@ -28,7 +28,7 @@ from kdlic.codec.synthesis import one_thread
 from kdlic.codec.tables import SCALE_TABLE
 from kdlic.data.sampling import padded_input
 from kdlic.errors import KdlicError
-from tests.test_codec import make_model, smooth
+from tests.test_codec import assert_thread_independent, make_model, smooth
 from tests.test_fuzz_codec import FUZZ, check, mutated, mutation
 
 DEAD = (3, 7)
@@ -250,17 +250,7 @@ def test_colour_modes_round_trip(codec):
 def test_same_file_same_pixels_for_any_thread_count(codec):
     """600 rows: 3 g_s stripes, shared by the workers; 1 and 2 threads, both ways."""
     rgb = smooth(600, 64)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        a = codec.encode(rgb)
-        pa = np.asarray(codec.decode(a))
-        torch.set_num_threads(1)
-        b = codec.encode(rgb)
-        pb = np.asarray(codec.decode(b))
-    finally:
-        torch.set_num_threads(threads)
-    assert a == b and np.array_equal(pa, pb)
+    pa = assert_thread_independent(codec, rgb)
     with torch.no_grad():
         ref = codec.model(padded_input(rgb))["x_hat"][0, :, :600]
     ref = ref.clamp(0, 1).mul(255).round().permute(1, 2, 0).numpy()
