@@ -46,6 +46,7 @@ from kdlic.models import (
     load_model,
 )
 from kdlic.models.identity import bind_encoder, encoder_args, encoder_id, is_decoder_only
+from kdlic.models.registry import architecture_of
 from kdlic.training.config import (
     TRAIN_DEFAULTS,
     check_train_config,
@@ -121,9 +122,11 @@ def _spec_name(model: ModelLike) -> str:
     source = getattr(model, "source", None)
     if source:
         return str(source)
-    model = adopt(model)
-    args = ", ".join(f"{k}={v}" for k, v in model.arch_args.items())
-    return f"<{model.arch}({args}) instance>"
+    cls = architecture_of(model)
+    if cls is None:
+        return f"<{type(model).__name__} instance>"
+    args = ", ".join(f"{k}={v}" for k, v in cls.args_from_state(model.state_dict()).items())
+    return f"<{cls.arch}({args}) instance>"
 
 
 def _finish(trainer: Trainer, metrics: dict[str, float]) -> RunResult:

@@ -51,7 +51,7 @@ from kdlic.data.images import open_image, padded_size, split_channels
 from kdlic.data.sampling import padded_input
 from kdlic.errors import KdlicError
 from kdlic.models.identity import encoder_hash, encoder_id, is_decoder_only, model_id
-from kdlic.models.registry import adopt
+from kdlic.models.registry import adopt, architecture_of
 from kdlic.utils.device import fast_bf16, parse_device
 
 
@@ -99,7 +99,8 @@ class Codec:
 
     def __new__(cls, model: nn.Module, *args: object, **kwargs: object) -> Codec:
         if cls is Codec:  # the architecture's coder (the exact ones, else CompressAI's)
-            cls = _EXACT_CODECS.get(getattr(adopt(model), "arch", None), CompressAICodec)
+            arch = architecture_of(model)  # (no weight copy: __init__ adopts the model)
+            cls = _EXACT_CODECS.get(getattr(arch, "arch", None), CompressAICodec)
         return super().__new__(cls)
 
     def __init__(self, model: nn.Module, device: str | torch.device = "cpu",

@@ -49,6 +49,15 @@ def build_model(arch: str, N: int, M: int | None = None, **arch_args: int | None
     return cls(**args)
 
 
+def architecture_of(model: nn.Module) -> type[nn.Module] | None:
+    """The registered class of ``model``: its own, or the one that extends its CompressAI
+    class (a plain ``compressai.models`` instance); None if kdlic has none."""
+    if isinstance(model, Architecture):
+        return type(model)
+    return next((cls for cls in ARCHITECTURES.values()
+                 if cls.compressai_class() is type(model)), None)
+
+
 def adopt(model: nn.Module) -> nn.Module:
     """A kdlic model for ``model``: itself if its architecture is registered, else (a plain
     CompressAI instance, e.g. from ``compressai.zoo``) the registered class built to its
@@ -60,16 +69,16 @@ def adopt(model: nn.Module) -> nn.Module:
     """
     if isinstance(model, Architecture):
         return model
-    for cls in ARCHITECTURES.values():
-        if cls.compressai_class() is type(model):
-            state = model.state_dict()
-            kdlic_model = cls(**cls.args_from_state(state))
-            kdlic_model.load_state_dict(state)
-            kdlic_model.train(model.training)
-            for attr in ("meta", "source"):
-                if hasattr(model, attr):
-                    setattr(kdlic_model, attr, getattr(model, attr))
-            return kdlic_model.to(next(model.parameters()).device)
+    cls = architecture_of(model)
+    if cls is not None:
+        state = model.state_dict()
+        kdlic_model = cls(**cls.args_from_state(state))
+        kdlic_model.load_state_dict(state)
+        kdlic_model.train(model.training)
+        for attr in ("meta", "source"):
+            if hasattr(model, attr):
+                setattr(kdlic_model, attr, getattr(model, attr))
+        return kdlic_model.to(next(model.parameters()).device)
     known = ", ".join(cls.compressai_class().__name__ for cls in ARCHITECTURES.values())
     raise KdlicError(f"kdlic has no architecture for {type(model).__name__} (it reads {known}; "
                      "register one with kdlic.models.register_architecture)")
