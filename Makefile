@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml Makefile src/kdlic/codec/_rans.c
 	# torch/torchvision pinned to the releases this project is tested with (on the dev
 	# machines pip takes them from local disk).
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[dev,plots,demo]'
+	$(PY) -m pip install -q -e '.[dev,plots,demo,export]'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -10,6 +10,7 @@ The Python API (:mod:`kdlic.api`), re-exported here::
     image = kdlic.decompress(data, run.model)
 """
 
+from kdlic import _quiet_imports  # noqa: F401  (first: before CompressAI is imported)
 from kdlic.api import (
     RunResult,
     baselines,
@@ -17,6 +18,7 @@ from kdlic.api import (
     decompress,
     distill,
     evaluate,
+    export,
     profile,
     report,
     train,
@@ -44,6 +46,7 @@ __all__ = [
     "decompress",
     "distill",
     "evaluate",
+    "export",
     "forward_with_latents",
     "load_model",
     "profile",

@@ -1,4 +1,4 @@
-"""kdlic from Python: train, distil, evaluate, profile, compress, decompress.
+"""kdlic from Python: train, distil, evaluate, profile, export, compress, decompress.
 
 Every CLI command is a thin layer over one function here. Models may be spec strings
 (checkpoint path, zoo name, ``compressai:ARCH:QUALITY[:FILE]``) or ``nn.Module``s (a
@@ -455,6 +455,22 @@ def report(results: Sequence[str | Path], out_dir: str | Path, **options: Any) -
 
     options.setdefault("progress", False)
     return build_report([str(r) for r in results], Path(out_dir), **options)
+
+
+def export(model: ModelLike, out_dir: str | Path, format: str = "onnx",
+           calibration: str | Path | Sequence[str | Path] | None = None,
+           force: bool = False) -> Path:
+    """Write ``model``'s codec as ONNX graphs and entropy tables to the folder ``out_dir``
+    (docs/format.md, *ONNX export*); with ``calibration`` (image folders or files, e.g.
+    training photos) also an int8 synthesis. Decode with it:
+    ``kdlic.codec.Codec.from_export(out_dir)`` or ``kdlic decompress -m OUT_DIR``."""
+    from kdlic.codec.export import build_export, write_export
+
+    if format != "onnx":
+        raise KdlicError(f"unknown export format {format!r} (onnx)")
+    if isinstance(calibration, (str, Path)):
+        calibration = [calibration]
+    return write_export(build_export(_model(model), calibration), out_dir, force=force)
 
 
 def compress(image: str | Path | Image.Image | np.ndarray, model: ModelLike) -> bytes:

@@ -11,16 +11,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-import warnings
 
 from kdlic.cli.common import HelpFormatter
 from kdlic.errors import KdlicError
 
-# CompressAI's import calls torch.jit.script, deprecated in recent torch: noise for users.
-warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
-
 # Order here is the order in `kdlic --help`.
-SUBCOMMANDS = ["train", "distill", "evaluate", "compress", "decompress", "baselines",
+SUBCOMMANDS = ["train", "distill", "evaluate", "compress", "decompress", "export", "baselines",
                "bdrate", "profile", "report", "zoo", "demo"]
 
 

@@ -26,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", nargs="+", metavar="IMAGE", help="image file, folder, or -")
     p.add_argument("--model", "-m", required=True,
-                   help="checkpoint, zoo name or compressai:bmshj2018-hyperprior:Q")
+                   help="checkpoint, zoo name, compressai:bmshj2018-hyperprior:Q, or an ONNX "
+                   "export folder (kdlic export)")
     _common(p)
     p.set_defaults(func=run_compress)
 
@@ -44,8 +45,9 @@ def register_decompress(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", nargs="+", metavar="FILE", help=".kdl file, folder, or -")
     p.add_argument("--model", "-m",
-                   help="the model the files were made with (default: the model named in "
-                   "each file, if it is a zoo model; any other name is refused)")
+                   help="the model the files were made with, or an ONNX export folder of it "
+                   "(default: the model named in each file, if it is a zoo model; any other "
+                   "name is refused)")
     p.add_argument("--max-pixels", type=int,
                    help="refuse files declaring more pixels, from their header (default: "
                    "the format's limit, 2^26 = 67108864, 8192x8192)")
@@ -53,6 +55,10 @@ def register_decompress(subparsers: argparse._SubParsersAction) -> None:
                    help="run the synthesis transform in bf16 (only where the CPU/GPU has "
                    "native bf16 kernels): faster, pixels a few levels from the fp32 decode "
                    "(0.03-0.04 dB lower PSNR on Kodak here; docs/format.md)")
+    p.add_argument("--int8", action="store_true",
+                   help="run the synthesis transform in int8 (an ONNX export made with "
+                   "--int8; onnxruntime backend): the latents are exact, the pixels "
+                   "those of the quantised g_s")
     _common(p)
     p.set_defaults(func=run_decompress)
 
@@ -67,6 +73,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", "-f", action="store_true",
                    help="overwrite existing output files (never an input)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    p.add_argument("--backend", choices=["torch", "onnxruntime"],
+                   help="what runs the transforms; the bitstream is the same (default: "
+                   "onnxruntime for an ONNX export, torch otherwise; onnxruntime needs "
+                   "pip install 'kdlic[export]')")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -75,7 +85,7 @@ def run_compress(args: argparse.Namespace) -> int:
 
     quiet_logging()
     written = compress_files(args.inputs, args.output, args.model, device=args.device,
-                             threads=args.threads, force=args.force,
+                             backend=args.backend, threads=args.threads, force=args.force,
                              progress=not args.no_progress)
     _report(written, "compressed")
     return 0
@@ -86,7 +96,8 @@ def run_decompress(args: argparse.Namespace) -> int:
 
     quiet_logging()
     written = decompress_files(args.inputs, args.output, args.model, device=args.device,
-                               bf16=args.bf16, threads=args.threads, force=args.force,
+                               backend=args.backend, bf16=args.bf16, int8=args.int8,
+                               threads=args.threads, force=args.force,
                                max_pixels=args.max_pixels, progress=not args.no_progress)
     _report(written, "decompressed")
     return 0

@@ -22,6 +22,7 @@ import time
 import zlib
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,6 +31,7 @@ from torch import Tensor, nn
 
 from kdlic.codec import rans
 from kdlic.codec.fixedpoint import (
+    ACT_BITS,
     FRAC_BITS,
     FixedPointSequential,
     TableSelector,
@@ -46,13 +48,18 @@ from kdlic.codec.format import (
     unpack,
 )
 from kdlic.codec.synthesis import Synthesis, one_thread
-from kdlic.codec.tables import SCALE_TABLE, bottleneck_tables, gaussian_tables
+from kdlic.codec.tables import SCALE_TABLE, Tables, bottleneck_tables, gaussian_tables
 from kdlic.data.images import open_image, padded_size, split_channels
 from kdlic.data.sampling import padded_input
 from kdlic.errors import KdlicError
 from kdlic.models.identity import encoder_hash, encoder_id, is_decoder_only, model_id
 from kdlic.models.registry import adopt, architecture_of
 from kdlic.utils.device import fast_bf16, parse_device
+
+if TYPE_CHECKING:  # (imported when used: onnx and onnxruntime are an optional extra)
+    from kdlic.codec.export import OnnxExport, OnnxHyper
+
+BACKENDS = ("torch", "onnxruntime")  # what runs the transforms (the coder is the same)
 
 
 def model_name(model: nn.Module) -> str:
@@ -104,13 +111,23 @@ class Codec:
         return super().__new__(cls)
 
     def __init__(self, model: nn.Module, device: str | torch.device = "cpu",
-                 bf16_synthesis: bool = False) -> None:
+                 bf16_synthesis: bool = False, backend: str = "torch") -> None:
+        if backend not in BACKENDS:
+            raise KdlicError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
         model = adopt(model)
         self.device = parse_device(device)
-        if bf16_synthesis and not fast_bf16(self.device):
+        if bf16_synthesis and (backend != "torch" or not fast_bf16(self.device)):
             raise KdlicError(f"bf16 synthesis: no native bf16 kernels on {self.device} "
                              "(oneDNN reports no bf16 support, or a GPU without native bf16); "
-                             "it would be slower than fp32")
+                             "it would be slower than fp32" if backend == "torch" else
+                             "bf16 synthesis exists for the torch backend only")
+        if backend == "onnxruntime":
+            if self.device.type != "cpu":
+                raise KdlicError("the onnxruntime backend runs on the CPU (--device cpu)")
+            from kdlic.codec.export import build_export
+
+            self._init_export(build_export(model), int8=False)
+            return
         self.model = model.to(self.device).eval()
         # CompressAI's own tables, for code that calls the model's compress()/decompress();
         # this codec uses the deterministic tables below.
@@ -123,24 +140,80 @@ class Codec:
                 f"model {self.name} cannot be used for coding: its encoder side (g_a, h_a, "
                 f"h_s, entropy models) is not the encoder {self.id.hex()} it was distilled "
                 "from (changed or rounded since, e.g. stored in fp16?)")
-        self.y_channels = int(self.model.M)
-        self.z_channels = int(self.model.entropy_bottleneck.channels)
         try:
             z_tables, medians = bottleneck_tables(self.model.entropy_bottleneck)
-            self.hyper = FixedPointSequential(self.model.h_s, self.device)
-            if self.hyper.out_channels != self.hyper_outputs * self.y_channels:
-                raise ValueError(f"h_s outputs {self.hyper.out_channels} channels, the "
-                                 f"{self.arch} coder needs {self.hyper_outputs} x "
-                                 f"{self.y_channels}")
+            hyper = FixedPointSequential(self.model.h_s, self.device)
         except ValueError as exc:
             raise KdlicError(f"model {self.name} cannot be used for coding: {exc}") from exc
+        self._setup(int(self.model.M), z_tables,
+                    self.model.entropy_bottleneck._get_medians().detach().reshape(-1),
+                    medians, hyper)
+        self._synthesis = Synthesis(self.model.g_s, bf16=bf16_synthesis)
+        self._analysis = self._torch_analysis
+
+    @classmethod
+    def from_export(cls, export: str | Path | OnnxExport, int8: bool = False) -> Codec:
+        """The codec of an ONNX export (a folder from ``kdlic export`` or an
+        :class:`~kdlic.codec.export.OnnxExport`), run by ONNX Runtime on the CPU; no
+        PyTorch model is involved. ``int8``: decode with the int8 synthesis (an export
+        made with calibration images)."""
+        from kdlic.codec.export import OnnxExport, read_export
+
+        if not isinstance(export, OnnxExport):
+            export = read_export(export)
+        codec_cls = _EXACT_CODECS.get(export.arch)
+        if codec_cls is None or codec_cls.coder != export.manifest["coder"]:
+            raise KdlicError(f"an export of {export.arch} (coder {export.manifest['coder']}) "
+                             "has no exact coder in this kdlic")
+        codec = object.__new__(codec_cls)
+        codec._init_export(export, int8)
+        return codec
+
+    def _init_export(self, export: OnnxExport, int8: bool) -> None:
+        from kdlic.codec.export import OnnxAnalysis, OnnxHyper, OnnxSynthesis, tables_from_json
+
+        m = export.manifest
+        if (m["frac_bits"], m["act_bits"]) != (FRAC_BITS, ACT_BITS):
+            raise KdlicError(f"the export's fixed point ({m['frac_bits']}, {m['act_bits']} "
+                             f"bits) is not this kdlic's ({FRAC_BITS}, {ACT_BITS})")
+        if int8 and "synthesis_int8" not in export.graphs:
+            raise KdlicError("the export has no int8 synthesis: make it with "
+                             "kdlic export MODEL --format onnx --int8 --calibration FOLDER")
+        self.device = torch.device("cpu")
+        self.export = export
+        self.id = bytes.fromhex(m["model_id"])
+        self.name = m["model_name"]
+        self.decoder_only = bool(m["decoder_only"])
+        z = export.tables["z"]
+        self._setup(int(m["y_channels"]), tables_from_json(z["tables"]),
+                    torch.tensor(z["medians"], dtype=torch.float32),
+                    np.asarray(z["medians_fixed"], np.float64),
+                    OnnxHyper(export.graphs["hyper"], m["hyper_outputs"] * m["y_channels"]))
+        self._synthesis = OnnxSynthesis(export.graphs["synthesis_int8" if int8 else "synthesis"])
+        self._analysis = OnnxAnalysis(export.graphs["analysis"])
+
+    def _setup(self, y_channels: int, z_tables: Tables, medians: Tensor,
+               medians_fixed: np.ndarray, hyper: FixedPointSequential | OnnxHyper) -> None:
+        """What both backends share: sizes, rANS tables, medians, h_s, table selector."""
+        self.y_channels = y_channels
+        self.z_channels = len(z_tables)
+        self.hyper = hyper
+        if hyper.out_channels != self.hyper_outputs * self.y_channels:
+            raise KdlicError(f"model {self.name} cannot be used for coding: h_s outputs "
+                             f"{hyper.out_channels} channels, the {self.arch} coder needs "
+                             f"{self.hyper_outputs} x {self.y_channels}")
         self.z_tables = rans.PreparedTables(z_tables)
         self.y_tables = _gaussian()
-        self._medians = self.model.entropy_bottleneck._get_medians().detach().reshape(-1)
-        self._medians_fixed = torch.round(torch.from_numpy(medians) * 2.0**FRAC_BITS)
+        self._medians = medians.to(self.device)
+        self._medians_fixed = torch.round(torch.from_numpy(medians_fixed) * 2.0**FRAC_BITS)
         self._select = TableSelector(SCALE_TABLE, self.device)
-        self._synthesis = Synthesis(self.model.g_s, bf16=bf16_synthesis)
         self.timings: dict[str, float] = {}
+
+    def _torch_analysis(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(y, z) of a padded image: g_a, then h_a of |y| (scale hyperprior, as
+        CompressAI's ScaleHyperprior) or of y (:class:`MeanScaleCodec`)."""
+        y = self.model.g_a(x)
+        return y, self.model.h_a(y if self.hyper_outputs == 2 else torch.abs(y))
 
     def _tick(self, stage: str, start: float) -> float:
         now = self.clock()
@@ -202,10 +275,6 @@ class Codec:
         return (torch.from_numpy(y_sym)[None].to(self.device),
                 torch.from_numpy(coded).to(self.device))
 
-    def _hyper_analysis(self, y: Tensor) -> Tensor:
-        """z = h_a(|y|), as CompressAI's ScaleHyperprior."""
-        return self.model.h_a(torch.abs(y))
-
     def _z_indexes(self, shape: tuple[int, int]) -> np.ndarray:
         return np.repeat(np.arange(self.z_channels, dtype=np.int64), shape[0] * shape[1])
 
@@ -223,8 +292,7 @@ class Codec:
         self.timings = {}
         t = self.clock()
         x = padded_input(rgb).to(self.device)
-        y = self.model.g_a(x)
-        z = self._hyper_analysis(y)
+        y, z = self._analysis(x)
         limit = rans.ESCAPE_LIMIT - 1
         z_sym = torch.round(z - self._medians.view(1, -1, 1, 1)).clamp_(-limit, limit)
         z_sym = z_sym[0].to(torch.int64).cpu().numpy()
@@ -248,7 +316,7 @@ class Codec:
         """Refuse a file made with another model (before decoding anything)."""
         if header.coder != self.coder:
             raise KdlicError(f"the file was written by the {CODERS[header.coder]} coder; "
-                             f"'{self.name}' ({self.model.arch}) uses the "
+                             f"'{self.name}' ({self.arch}) uses the "
                              f"{CODERS[self.coder]} coder")
         if header.model_id != self.id and self.decoder_only:
             made = f"'{header.model_name}' " if header.model_name else "a model "
@@ -319,15 +387,13 @@ class MeanScaleCodec(Codec):
       (mask bit 0), but its ``y_hat`` is its means, not zero: the decoder computes the
       means of every channel (the scales of the coded ones only) and g_s reads them all.
 
-    h_a reads ``y`` itself (not ``|y|``), as in CompressAI's MeanScaleHyperprior.
+    h_a reads ``y`` itself (not ``|y|``), as in CompressAI's MeanScaleHyperprior
+    (:meth:`Codec._torch_analysis`).
     """
 
     coder = 2
     arch = "mbt2018-mean"
     hyper_outputs = 2  # scales, then means
-
-    def _hyper_analysis(self, y: Tensor) -> Tensor:
-        return self.model.h_a(y)
 
     def means(self, z_hat: Tensor) -> Tensor:
         """The means (B, M, 4h, 4w) float64 (exact multiples of 2**-FRAC_BITS) that the
@@ -384,10 +450,11 @@ class CompressAICodec(Codec):
     arch = None  # every architecture without an exact coder
 
     def __init__(self, model: nn.Module, device: str | torch.device = "cpu",
-                 bf16_synthesis: bool = False) -> None:
-        if bf16_synthesis:
-            raise KdlicError("bf16 synthesis exists for the exact coders only "
-                             "(scale-hyperprior, mbt2018-mean)")
+                 bf16_synthesis: bool = False, backend: str = "torch") -> None:
+        if bf16_synthesis or backend != "torch":
+            raise KdlicError(f"{'bf16 synthesis' if bf16_synthesis else 'the ' + backend} "
+                             "backend exists for the exact coders only (scale-hyperprior, "
+                             "mbt2018-mean)")
         model = adopt(model)
         self.device = parse_device(device)
         self.model = model.to(self.device).eval()

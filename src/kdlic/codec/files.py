@@ -56,15 +56,40 @@ class Written:
     bytes: int
 
 
-def compress_files(inputs: list[str], output: str | None, model: str, *,
-                   device: str = "cpu", threads: int = 1, force: bool = False,
-                   progress: bool = True) -> Written:
-    """Compress images (files, folders or ``-``) with ``model`` (a spec) to ``.kdl`` files."""
-    from kdlic.models import load_model
+def open_codec(spec: str, device: str = "cpu", backend: str | None = None,
+               bf16: bool = False, int8: bool = False, zoo_only: bool = False) -> Codec:
+    """The codec of a model spec (checkpoint, zoo name, ``compressai:`` spec) or of an
+    ONNX export folder (``kdlic export``). ``backend``: ``torch`` or ``onnxruntime``
+    (None: onnxruntime for an export, torch otherwise); ``int8``: the int8 synthesis of
+    an export; ``zoo_only``: ``spec`` came from a file and may only name a zoo model."""
+    from kdlic.codec.export import is_export
 
+    if not zoo_only and is_export(spec):
+        if backend not in (None, "onnxruntime") or bf16:
+            raise KdlicError(f"{spec} is an ONNX export: it runs with --backend onnxruntime "
+                             "(and --int8 where it has an int8 synthesis), not "
+                             f"{'bf16' if bf16 else backend}")
+        if device != "cpu":
+            raise KdlicError("the onnxruntime backend runs on the CPU (--device cpu)")
+        return Codec.from_export(spec, int8=int8)
+    if int8:
+        raise KdlicError("int8 synthesis is calibrated at export: kdlic export MODEL --format "
+                         "onnx --int8 --calibration FOLDER -o DIR, then decode with -m DIR")
+    from kdlic.models import load_model
+    from kdlic.zoo import load_zoo_model
+
+    model = load_zoo_model(spec) if zoo_only else load_model(spec)
+    return Codec(model, device, bf16_synthesis=bf16, backend=backend or "torch")
+
+
+def compress_files(inputs: list[str], output: str | None, model: str, *,
+                   device: str = "cpu", backend: str | None = None, threads: int = 1,
+                   force: bool = False, progress: bool = True) -> Written:
+    """Compress images (files, folders or ``-``) with ``model`` (a spec or an ONNX export
+    folder, see :func:`open_codec`) to ``.kdl`` files."""
     jobs = plan_jobs(inputs, output, _find_images, ".kdl")
     check_targets(jobs, _model_file(model), force)
-    codec = Codec(load_model(model), device)
+    codec = open_codec(model, device, backend)
 
     def work(job: Job) -> int:
         name = str(job.source or "stdin")
@@ -80,14 +105,15 @@ def compress_files(inputs: list[str], output: str | None, model: str, *,
 
 
 def decompress_files(inputs: list[str], output: str | None, model: str | None = None, *,
-                     device: str = "cpu", bf16: bool = False, threads: int = 1,
-                     force: bool = False, max_pixels: int | None = None,
-                     progress: bool = True) -> Written:
+                     device: str = "cpu", backend: str | None = None, bf16: bool = False,
+                     int8: bool = False, threads: int = 1, force: bool = False,
+                     max_pixels: int | None = None, progress: bool = True) -> Written:
     """Decompress ``.kdl`` files (files, folders or ``-``) to images.
 
-    ``model``: the spec of the model the files were made with; None: the zoo model each
-    file names (anything else a file names is refused). ``max_pixels``: refuse files
-    declaring more pixels (default: the format's limit).
+    ``model``: the spec of the model the files were made with, or an ONNX export folder;
+    None: the zoo model each file names (anything else a file names is refused).
+    ``backend``, ``bf16``, ``int8``: what runs the transforms (:func:`open_codec`).
+    ``max_pixels``: refuse files declaring more pixels (default: the format's limit).
     """
     if max_pixels is not None and max_pixels < 1:
         raise KdlicError(f"the pixel limit must be at least 1, got {max_pixels}")
@@ -96,7 +122,8 @@ def decompress_files(inputs: list[str], output: str | None, model: str | None = 
         if job.target is not None:
             _image_format(job.target)  # refuse an unknown extension before decoding
     check_targets(jobs, _model_file(model), force)
-    codecs = _Codecs(model, device, bf16)
+    codecs = _Codecs(model, lambda spec, zoo_only: open_codec(spec, device, backend, bf16,
+                                                              int8, zoo_only))
 
     def work(job: Job) -> int:
         name = str(job.source or "stdin")
@@ -288,19 +315,12 @@ def _run_jobs(jobs: list[Job], work: Callable[[Job], int], threads: int, progres
 class _Codecs:
     """Codecs by model, loaded once; the model comes from ``spec`` or the zoo."""
 
-    def __init__(self, spec: str | None, device: str, bf16: bool) -> None:
-        self.spec, self.device, self.bf16 = spec, device, bf16
+    def __init__(self, spec: str | None, load: Callable[[str, bool], Codec]) -> None:
+        self.spec, self._load = spec, load
         self.codecs: dict[str, Codec] = {}
         self.lock = threading.Lock()
         if spec is not None:  # a bad --model fails before any file is read
-            self.codecs[spec] = self._load(spec, from_file=False)
-
-    def _load(self, spec: str, from_file: bool) -> Codec:
-        from kdlic.models import load_model
-        from kdlic.zoo import load_zoo_model
-
-        model = load_zoo_model(spec) if from_file else load_model(spec)
-        return Codec(model, self.device, bf16_synthesis=self.bf16)
+            self.codecs[spec] = self._load(spec, False)
 
     def codec_for(self, header: Header) -> Codec:
         spec = self.spec
@@ -308,7 +328,7 @@ class _Codecs:
             spec = zoo_model_of(header)
         with self.lock:
             if spec not in self.codecs:
-                self.codecs[spec] = self._load(spec, from_file=self.spec is None)
+                self.codecs[spec] = self._load(spec, self.spec is None)
             return self.codecs[spec]
 
 

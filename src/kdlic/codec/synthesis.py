@@ -109,13 +109,15 @@ class SubPixelConv(nn.Module):
         self.pad = (-lo, size - 1 + lo)  # before, after
 
     @staticmethod
-    def applies(layer: nn.Module) -> bool:
+    def applies(layer: nn.Module, max_channels: int | None = MAX_SUBPIXEL_CHANNELS) -> bool:
+        """Whether ``layer`` has a sub-pixel form (and at most ``max_channels`` outputs,
+        where that form is faster; None: any number)."""
         if not isinstance(layer, nn.ConvTranspose2d) or layer.groups != 1:
             return False
         s, k, p, op = layer.stride, layer.kernel_size, layer.padding, layer.output_padding
         return (len(set(s)) == len(set(k)) == len(set(p)) == len(set(op)) == 1
                 and tuple(layer.dilation) == (1, 1) and layer.padding_mode == "zeros"
-                and layer.out_channels <= MAX_SUBPIXEL_CHANNELS
+                and (max_channels is None or layer.out_channels <= max_channels)
                 # output exactly stride x input: (H-1)s - 2p + k + op == sH
                 and k[0] + op[0] - 2 * p[0] == s[0] and s[0] > 1)
 

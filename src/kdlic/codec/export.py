@@ -1,0 +1,308 @@
+"""ONNX exports: a model's codec as three graphs and its entropy tables, and their
+ONNX Runtime execution (``Codec(model, backend="onnxruntime")``, ``Codec.from_export``).
+
+An export is a folder (docs/format.md, *ONNX export*)::
+
+    manifest.json     format version, architecture, coder, encoder id, latent sizes,
+                      fixed-point constants, the graph files
+    analysis.onnx     x -> y, z                 (float32; the encoder's transforms)
+    hyper.onnx        z_fixed -> params_fixed   (float64, exact; both sides)
+    synthesis.onnx    y_hat -> pixels           (float32 -> uint8; the decoder's)
+    synthesis-int8.onnx   the same, convolutions quantised to int8 (``--int8``)
+    tables.json       the hyper-latent and Gaussian rANS tables, medians, thresholds
+
+which is everything a decoder outside Python needs besides the rANS decoder and the
+container parser. kdlic reads it back as a codec (:func:`read_export`), which is how
+the tests check that nothing is missing.
+
+**int8 synthesis** (:func:`quantize_synthesis`): post-training static quantisation with
+ONNX Runtime's quantiser, QDQ format, int8 weights per output channel, uint8
+activations calibrated (min/max) on the latents of training crops. Only g_s's
+convolutions are quantised: GDN's normalisation (a 1x1 convolution of squared
+activations, whose range spans many octaves) stays float. The latents and hence the
+file's meaning are untouched; only the pixels change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from kdlic.codec.fixedpoint import ACT_BITS, FRAC_BITS
+from kdlic.codec.tables import SCALE_TABLE, Tables, bottleneck_tables, gaussian_tables
+from kdlic.errors import KdlicError
+
+FORMAT = "kdlic-onnx"
+VERSION = 1
+GRAPHS = {"analysis": "analysis.onnx", "hyper": "hyper.onnx",
+          "synthesis": "synthesis.onnx", "synthesis_int8": "synthesis-int8.onnx"}
+CALIBRATION_CROP = 256  # pixels (latents of 16 x 16), or less for smaller images
+CALIBRATION_IMAGES = 32  # central crops of the first 32 images (sorted names)
+
+
+@dataclass
+class OnnxExport:
+    """An export in memory: ``manifest`` (JSON-able), ``graphs`` (name -> serialised
+    ONNX model; ``synthesis_int8`` only when quantised) and ``tables`` (JSON-able)."""
+
+    manifest: dict[str, Any]
+    graphs: dict[str, bytes]
+    tables: dict[str, Any] = field(repr=False)
+
+    @property
+    def arch(self) -> str:
+        return self.manifest["arch"]
+
+
+def _tables_json(tables: Tables) -> dict[str, Any]:
+    return {"lo": tables.lo.tolist(), "hi": tables.hi.tolist(),
+            "cdfs": [list(c) for c in tables.cdfs],
+            "orders": [o.tolist() for o in tables.orders]}
+
+
+def tables_from_json(data: dict[str, Any]) -> Tables:
+    return Tables(tuple(tuple(int(v) for v in c) for c in data["cdfs"]),
+                  tuple(np.asarray(o, np.int64) for o in data["orders"]),
+                  np.asarray(data["lo"], np.int64), np.asarray(data["hi"], np.int64))
+
+
+def build_export(model: nn.Module, calibration: Iterable[str | Path] | None = None
+                 ) -> OnnxExport:
+    """The export of ``model`` (a scale or mean-scale hyperprior, or a decoder-only
+    student) in memory; with ``calibration`` (image files or folders, e.g. training
+    photos) also the int8 synthesis."""
+    from kdlic.codec.codec import _EXACT_CODECS, model_name
+    from kdlic.codec.onnx_graphs import analysis_graph, hyper_graph, synthesis_graph
+    from kdlic.models.identity import encoder_id, is_decoder_only
+    from kdlic.models.registry import adopt
+
+    model = adopt(model).cpu().eval()
+    codec_cls = _EXACT_CODECS.get(model.arch)
+    if codec_cls is None:
+        raise KdlicError(f"ONNX export exists for the architectures with an exact coder "
+                         f"({', '.join(sorted(a for a in _EXACT_CODECS if a))}), not "
+                         f"{model.arch}")
+    mean_scale = codec_cls.hyper_outputs == 2
+    z_channels = int(model.entropy_bottleneck.channels)
+    try:  # (a decoder-only student's g_a and h_a are its teacher's: it encodes as well)
+        graphs = {"analysis": analysis_graph(model, mean_scale),
+                  "hyper": hyper_graph(model.h_s, z_channels),
+                  "synthesis": synthesis_graph(model.g_s, int(model.M))}
+    except ValueError as exc:
+        raise KdlicError(f"model {model_name(model)} cannot be exported: {exc}") from exc
+    model.update(force=True)
+    z_tables, medians_fixed = bottleneck_tables(model.entropy_bottleneck)
+    medians = model.entropy_bottleneck._get_medians().detach().reshape(-1)
+    tables = {
+        "z": {"medians": medians.tolist(), "medians_fixed": medians_fixed.tolist(),
+              "tables": _tables_json(z_tables)},
+        "y": {"scale_table": list(SCALE_TABLE),
+              "thresholds": [int(np.floor(s * 2**FRAC_BITS)) for s in SCALE_TABLE[:-1]],
+              "tables": _tables_json(gaussian_tables())},
+    }
+    manifest = {
+        "format": FORMAT, "version": VERSION, "arch": model.arch,
+        "arch_args": dict(model.arch_args), "coder": codec_cls.coder,
+        "model_id": encoder_id(model).hex(), "model_name": model_name(model),
+        "decoder_only": is_decoder_only(model),
+        "y_channels": int(model.M), "z_channels": z_channels,
+        "hyper_outputs": codec_cls.hyper_outputs,
+        "frac_bits": FRAC_BITS, "act_bits": ACT_BITS,
+        "graphs": {k: GRAPHS[k] for k in graphs},
+    }
+    export = OnnxExport(manifest, {k: g.SerializeToString() for k, g in graphs.items()},
+                        tables)
+    if calibration is not None:
+        latents = calibration_latents(model, calibration)
+        export.graphs["synthesis_int8"] = quantize_synthesis(export.graphs["synthesis"],
+                                                            latents)
+        export.manifest["graphs"]["synthesis_int8"] = GRAPHS["synthesis_int8"]
+        export.manifest["int8_calibration"] = {"latents": len(latents),
+                                               "crop": CALIBRATION_CROP}
+    return export
+
+
+def write_export(export: OnnxExport, out_dir: str | Path, force: bool = False) -> Path:
+    """Write ``export`` to the folder ``out_dir`` (whole or not at all: written beside
+    it, then renamed). An existing folder is replaced only with ``force``."""
+    out = Path(out_dir)
+    if out.exists() and not force:
+        raise KdlicError(f"{out} exists (use --force to replace it)")
+    if out.exists() and not (out / "manifest.json").exists():
+        raise KdlicError(f"{out} exists and is not a kdlic ONNX export; not replacing it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for name, data in export.graphs.items():
+            (tmp / GRAPHS[name]).write_bytes(data)
+        (tmp / "tables.json").write_text(json.dumps(export.tables))
+        (tmp / "manifest.json").write_text(json.dumps(export.manifest, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def is_export(path: str | Path) -> bool:
+    return (Path(path) / "manifest.json").is_file()
+
+
+def read_export(path: str | Path) -> OnnxExport:
+    """An export folder written by :func:`write_export`, checked."""
+    root = Path(path)
+    try:
+        manifest = json.loads((root / "manifest.json").read_text())
+        if manifest.get("format") != FORMAT:
+            raise KdlicError(f"{root} is not a kdlic ONNX export")
+        if manifest.get("version") != VERSION:
+            raise KdlicError(f"{root}: export version {manifest.get('version')}, this "
+                             f"kdlic reads version {VERSION}")
+        graphs = {k: (root / v).read_bytes() for k, v in manifest["graphs"].items()
+                  if k in GRAPHS}
+        tables = json.loads((root / "tables.json").read_text())
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise KdlicError(f"cannot read the ONNX export {root}: {exc}") from exc
+    return OnnxExport(manifest, graphs, tables)
+
+
+# -- int8 synthesis ------------------------------------------------------------------------
+@torch.no_grad()
+def calibration_latents(model: nn.Module, images: Iterable[str | Path],
+                        crop: int = CALIBRATION_CROP) -> list[np.ndarray]:
+    """Rounded latents (1, M, c/16, c/16) float32 of the central ``c`` x ``c`` crop of the
+    first :data:`CALIBRATION_IMAGES` images (files, or folders searched), ``c`` = ``crop``
+    or, for a smaller image, its shorter side down to a multiple of 64 (images under 64
+    pixels are skipped). For a mean-scale model rounding ``y`` rather than ``y - means``
+    moves values by less than one level: ranges, not values, are what calibration
+    measures."""
+    from kdlic.data.images import collect_images, load_rgb
+    from kdlic.data.sampling import to_tensor
+
+    latents = []
+    for path in sorted(collect_images(images))[:CALIBRATION_IMAGES]:
+        img = load_rgb(path)
+        h, w = img.shape[:2]
+        side = min(crop, h, w) // 64 * 64
+        if side == 0:
+            continue
+        top, left = (h - side) // 2, (w - side) // 2
+        x = to_tensor(img[top : top + side, left : left + side])[None]
+        latents.append(torch.round(model.g_a(x)).numpy())
+    if not latents:
+        raise KdlicError("int8 calibration: no image of at least 64x64 pixels")
+    return latents
+
+
+def quantize_synthesis(graph: bytes, latents: list[np.ndarray]) -> bytes:
+    """The synthesis graph with its convolutions quantised (see the module docstring)."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter(latents)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            item = next(self.items, None)
+            return None if item is None else {"y_hat": item}
+
+    model = onnx.load_from_string(graph)
+    gdn = [n.name for n in model.graph.node if n.op_type == "Conv" and "gdn" in n.name]
+    # (the quantiser logs a suggestion to pre-process the graph on the root logger)
+    with tempfile.TemporaryDirectory() as tmp, _quiet_root_logger():
+        src, dst = Path(tmp, "f32.onnx"), Path(tmp, "int8.onnx")
+        src.write_bytes(graph)
+        quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        per_channel=True, op_types_to_quantize=["Conv"],
+                        nodes_to_exclude=gdn, calibrate_method=CalibrationMethod.MinMax)
+        return dst.read_bytes()
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+# -- execution -------------------------------------------------------------------------------
+def session(graph: bytes, threads: int):
+    """An ONNX Runtime CPU session: ``threads`` intra-op threads that sleep when idle
+    (spinning threads would take the cores from everything else)."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise KdlicError("the onnxruntime backend needs the export extra: "
+                         "pip install 'kdlic[export]'") from exc
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, threads)
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+
+
+class OnnxAnalysis:
+    """``(y, z) = analysis(x)`` with the analysis graph (float32 tensors)."""
+
+    def __init__(self, graph: bytes) -> None:
+        self.session = session(graph, 1)
+
+    def __call__(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        y, z = self.session.run(["y", "z"], {"x": x.cpu().numpy()})
+        return torch.from_numpy(y), torch.from_numpy(z)
+
+
+class OnnxHyper:
+    """The exact h_s graph with :class:`~kdlic.codec.fixedpoint.FixedPointSequential`'s
+    interface (all outputs are computed; ``channels`` picks some)."""
+
+    def __init__(self, graph: bytes, out_channels: int) -> None:
+        self.session = session(graph, 1)
+        self.out_channels = out_channels
+
+    def __call__(self, x: Tensor, channels: Tensor | None = None) -> Tensor:
+        (out,) = self.session.run(None, {"z_fixed": x.cpu().double().numpy()})
+        out = torch.from_numpy(out)
+        return out if channels is None else out.index_select(1, channels.cpu())
+
+
+class OnnxSynthesis:
+    """g_s with :class:`~kdlic.codec.synthesis.Synthesis`'s ``pixels`` interface; one
+    session per worker count (ONNX Runtime's threads are fixed per session)."""
+
+    def __init__(self, graph: bytes) -> None:
+        self.graph = graph
+        self._sessions: dict[int, Any] = {}
+
+    def pixels(self, y_hat: Tensor, coded: Tensor | None, workers: int = 1) -> Tensor:
+        if workers not in self._sessions:
+            self._sessions[workers] = session(self.graph, workers)
+        (img,) = self._sessions[workers].run(None, {"y_hat": y_hat.cpu().float().numpy()})
+        return torch.from_numpy(np.ascontiguousarray(img[0].transpose(1, 2, 0)))
