@@ -4,7 +4,14 @@ For every model and image: file size (bpp), PSNR of the decoded image, encode an
 decode time (best of ``--repeat`` runs), the decode split into entropy decoding (rANS
 and its Python-side conversions), the fixed-point hyper-synthesis with table selection,
 and the synthesis transform; then JPEG and WebP at the quality whose bpp is closest to
-the model's, with their encode and decode times. ``--bf16`` decodes with g_s in bf16.
+the model's, with their encode and decode times.
+
+``--variants`` runs each model's codec several ways on the same files: ``fp32`` (torch),
+``bf16`` (torch, g_s in bf16), ``onnx`` (ONNX Runtime, the export's graphs),
+``onnx-int8`` (ONNX Runtime, g_s's convolutions in int8, calibrated on ``--calibration``):
+
+    python benchmarks/codec_speed.py --models student-n16-l1 --threads 2 \
+        --variants fp32,bf16,onnx,onnx-int8 --images ../shared/data/kodak
 
     python benchmarks/codec_speed.py --models /path/teacher.pt random:16,192 random:32,192 \\
         --images ../shared/data/kodak/kodim14.png --compressai --hs-cost
@@ -139,6 +146,19 @@ def float_hs_bytes(codec: Codec, data: bytes) -> int:
     return len(stream) + len(rans.pack_escapes(escaped)) - len(streams[1]) - len(streams[2])
 
 
+VARIANTS = ("fp32", "bf16", "onnx", "onnx-int8")
+
+
+def make_codec(model: torch.nn.Module, variant: str, device: str, calibration: str) -> Codec:
+    """The codec of ``model`` run the ``variant`` way (see the module docstring)."""
+    if variant in ("fp32", "bf16"):
+        return Codec(model, device, bf16_synthesis=variant == "bf16")
+    from kdlic.codec.export import build_export
+
+    int8 = variant == "onnx-int8"
+    return Codec.from_export(build_export(model, [calibration] if int8 else None), int8=int8)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs="+", default=["random:16,192", "random:32,192",
@@ -152,8 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compressai", action="store_true", help="also time plain CompressAI")
     p.add_argument("--hs-cost", action="store_true",
                    help="bpp with float-h_s tables, to show the cost of the exact h_s")
-    p.add_argument("--bf16", action="store_true",
-                   help="decode with g_s in bf16 (Codec(bf16_synthesis=True); native bf16 only)")
+    p.add_argument("--variants", default="fp32",
+                   help="comma list of fp32, bf16 (torch g_s in bf16; native bf16 only), "
+                   "onnx (ONNX Runtime), onnx-int8 (ONNX Runtime, int8 g_s)")
+    p.add_argument("--calibration", default="../shared/data/train",
+                   help="images for the onnx-int8 calibration")
     p.add_argument("--no-pillow", action="store_true")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="cpu: process CPU time, steadier than wall time on a busy machine "
@@ -174,11 +197,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_pillow:
         head += f" | {'JPEG bpp':>8} {'enc':>5} {'dec':>5} | {'WebP bpp':>8} {'enc':>5} {'dec':>5}"
     print(head)
-    for spec in args.models:
+    variants = args.variants.split(",")
+    if set(variants) - set(VARIANTS):
+        p.error(f"unknown variants {set(variants) - set(VARIANTS)}; choose from {VARIANTS}")
+    for spec, variant in [(s, v) for s in args.models for v in variants]:
         model = load_model(spec)
-        codec = Codec(model, args.device, bf16_synthesis=args.bf16)
+        codec = make_codec(model, variant, args.device, args.calibration)
         codec.clock = CLOCK
         name = Path(spec).stem if not spec.startswith("random:") else spec
+        name = name if variant == "fp32" else f"{name}:{variant}"
         for path in images:
             rgb = load_rgb(path)
             pixels = rgb.shape[0] * rgb.shape[1]
@@ -190,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
                 dt = CLOCK() - t
                 if dt < dec:
                     dec, timings = dt, dict(codec.timings)
-            r = {"model": spec, "image": path.name, "bpp": 8 * len(data) / pixels,
+            r = {"model": spec, "variant": variant, "image": path.name,
+                 "bpp": 8 * len(data) / pixels,
                  "psnr": psnr(rgb, np.asarray(decoded)), "enc_ms": enc * 1e3,
                  "dec_ms": dec * 1e3,
                  **{f"dec_{k}_ms": v * 1e3 for k, v in timings.items()},
@@ -203,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.compressai:
                 r["compressai"] = cai = compressai_decode(model, rgb, args.repeat)
                 line += f" {cai['dec_ms']:7.1f}"
-            if args.hs_cost:
+            if args.hs_cost and variant == "fp32":
                 # cost of the exact h_s: its bytes minus those with float-h_s tables
                 r["exact_hs_cost_bytes"] = -float_hs_bytes(codec, data)
                 r["exact_hs_cost_bpp"] = 8 * r["exact_hs_cost_bytes"] / pixels
@@ -221,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{cai['hyper_ms']:6.1f} {cai['g_s_ms']:6.1f} "
                       f"{100 * (cai['z_ms'] + cai['y_ms']) / cai['dec_ms']:5.1f}", flush=True)
             rows.append(r)
-        mine = [r for r in rows if r["model"] == spec]
+        mine = [r for r in rows if r["model"] == spec and r["variant"] == variant]
         if len(mine) > 1:
             mean = {k: statistics.fmean(r[k] for r in mine)
                     for k in ("bpp", "psnr", "enc_ms", "dec_ms", "dec_entropy_ms",
@@ -240,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"{'':>16} decode time {mean['dec_ms'] / w['dec_ms']:.1f}x WebP's, "
                          f"{mean['dec_ms'] / j['dec_ms']:.1f}x JPEG's (means over the images)")
             print(line)
-            if args.hs_cost:
+            if args.hs_cost and variant == "fp32":
                 cost = statistics.fmean(r["exact_hs_cost_bpp"] for r in mine)
                 rel = cost / mean["bpp"] * 100
                 print(f"{'':>16} exact fixed-point h_s costs {cost:+.5f} bpp ({rel:+.3f}%) "

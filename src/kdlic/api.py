@@ -457,7 +457,7 @@ def report(results: Sequence[str | Path], out_dir: str | Path, **options: Any) -
     return build_report([str(r) for r in results], Path(out_dir), **options)
 
 
-def export(model: ModelLike, out_dir: str | Path, format: str = "onnx",
+def export(model: ModelLike, out_dir: str | Path, *, format: str = "onnx",
            calibration: str | Path | Sequence[str | Path] | None = None,
            force: bool = False) -> Path:
     """Write ``model``'s codec as ONNX graphs and entropy tables to the folder ``out_dir``

@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
         raise KdlicError("--int8 and --calibration go together (int8 needs calibration "
                          "images, and calibration is only for --int8)")
     quiet_logging()
-    out = export(args.model, args.output, args.format, args.calibration, force=args.force)
+    out = export(args.model, args.output, format=args.format, calibration=args.calibration,
+                 force=args.force)
     print(f"exported {args.model} to {out}" + (" (with int8 synthesis)" if args.int8 else ""))
     return 0

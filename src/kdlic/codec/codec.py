@@ -147,7 +147,7 @@ class Codec:
             raise KdlicError(f"model {self.name} cannot be used for coding: {exc}") from exc
         self._setup(int(self.model.M), z_tables,
                     self.model.entropy_bottleneck._get_medians().detach().reshape(-1),
-                    medians, hyper)
+                    np.rint(medians * 2.0**FRAC_BITS), hyper)
         self._synthesis = Synthesis(self.model.g_s, bf16=bf16_synthesis)
         self._analysis = self._torch_analysis
 
@@ -194,7 +194,9 @@ class Codec:
 
     def _setup(self, y_channels: int, z_tables: Tables, medians: Tensor,
                medians_fixed: np.ndarray, hyper: FixedPointSequential | OnnxHyper) -> None:
-        """What both backends share: sizes, rANS tables, medians, h_s, table selector."""
+        """What both backends share: sizes, rANS tables, medians (float32, the encoder's
+        ``round(z - median)``) and their fixed-point integers ``rint(median * 2**F)``
+        (float64, the decoder's z_fixed), h_s, table selector."""
         self.y_channels = y_channels
         self.z_channels = len(z_tables)
         self.hyper = hyper
@@ -205,7 +207,7 @@ class Codec:
         self.z_tables = rans.PreparedTables(z_tables)
         self.y_tables = _gaussian()
         self._medians = medians.to(self.device)
-        self._medians_fixed = torch.round(torch.from_numpy(medians_fixed) * 2.0**FRAC_BITS)
+        self._medians_fixed = torch.from_numpy(np.asarray(medians_fixed, np.float64))
         self._select = TableSelector(SCALE_TABLE, self.device)
         self.timings: dict[str, float] = {}
 

@@ -103,10 +103,12 @@ def build_export(model: nn.Module, calibration: Iterable[str | Path] | None = No
     except ValueError as exc:
         raise KdlicError(f"model {model_name(model)} cannot be exported: {exc}") from exc
     model.update(force=True)
-    z_tables, medians_fixed = bottleneck_tables(model.entropy_bottleneck)
-    medians = model.entropy_bottleneck._get_medians().detach().reshape(-1)
+    z_tables, medians = bottleneck_tables(model.entropy_bottleneck)
     tables = {
-        "z": {"medians": medians.tolist(), "medians_fixed": medians_fixed.tolist(),
+        # medians (the model's float32 values) for the encoder's round(z - median); their
+        # fixed-point integers rint(median * 2**12) for the decoder's z_fixed
+        "z": {"medians": medians.tolist(),
+              "medians_fixed": [int(v) for v in np.rint(medians * 2.0**FRAC_BITS)],
               "tables": _tables_json(z_tables)},
         "y": {"scale_table": list(SCALE_TABLE),
               "thresholds": [int(np.floor(s * 2**FRAC_BITS)) for s in SCALE_TABLE[:-1]],
