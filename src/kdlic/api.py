@@ -218,7 +218,8 @@ def _decoder_student(cfg: dict[str, Any], teacher: nn.Module, start: nn.Module |
         raise KdlicError(f"decoder-only distillation needs a scale-hyperprior teacher (kdlic's "
                          f"exact coder); the teacher is {teacher.arch}")
     s = cfg["student"]
-    if s["arch"] not in (None, DecoderOnlyScaleHyperprior.arch):
+    # (scale-hyperprior too: a student config's usual arch, and the decoder's family)
+    if s["arch"] not in (None, DecoderOnlyScaleHyperprior.arch, ScaleHyperprior.arch):
         raise KdlicError(f"a decoder-only student is a {DecoderOnlyScaleHyperprior.arch} (the "
                          f"teacher's encoder, its own g_s), not {s['arch']}: leave "
                          "student.arch unset")
