@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -185,9 +186,13 @@ class TableSelector:
         bounds = torch.tensor([-1, *thresholds, self.top], dtype=torch.int64)
         self.lut = torch.repeat_interleave(torch.arange(len(thresholds) + 1, dtype=torch.uint8),
                                            bounds.diff()).to(device)
+        self._lut_np = self.lut.cpu().numpy()
 
     def __call__(self, scales_fixed: Tensor) -> Tensor:
         """Table index (int64) of each scale (float64 integers in units of 2**-F)."""
+        if scales_fixed.device.type == "cpu":  # NumPy's clip, cast and gather: 4x faster here
+            q = np.clip(scales_fixed.numpy(), 0, self.top).astype(np.int32)
+            return torch.from_numpy(self._lut_np[q]).to(torch.int64)
         return self.lut[scales_fixed.clamp(0, self.top).to(torch.int64)].to(torch.int64)
 
 
