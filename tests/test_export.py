@@ -76,8 +76,10 @@ def test_backend_from_a_model_is_the_same(exported):
     model, out = exported
     rgb = smooth(64, 64, seed=2)
     data = Codec(model).encode(rgb)
+    expected = np.asarray(Codec.from_export(out).decode(data))
     assert np.array_equal(np.asarray(Codec(model, backend="onnxruntime").decode(data)),
-                          np.asarray(Codec.from_export(out).decode(data)))
+                          expected)
+    assert np.array_equal(np.asarray(kdlic.decompress(data, out)), expected)  # the API
 
 
 @pytest.mark.parametrize("int8", [False, True])

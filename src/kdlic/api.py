@@ -482,7 +482,8 @@ def compress(image: str | Path | Image.Image | np.ndarray, model: ModelLike) -> 
 
 
 def decompress(data: bytes, model: ModelLike | None = None) -> Image.Image:
-    """Decode ``.kdl`` bytes; ``model`` None loads the zoo model the file names."""
+    """Decode ``.kdl`` bytes; ``model`` None loads the zoo model the file names (``model``
+    may also be an ONNX export folder: :func:`export`)."""
     from kdlic import codec
 
     if model is None:  # only a zoo model: a file's name never chooses a path to load

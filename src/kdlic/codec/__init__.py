@@ -1,7 +1,8 @@
 """Real compression: the ``.kdl`` container and the encoder/decoder.
 
 ``encode(image, model) -> bytes`` and ``decode(data, model) -> PIL.Image`` are the
-one-call API (``model``: a loaded model, or a spec for :func:`kdlic.models.load_model`);
+one-call API (``model``: a loaded model, a spec for :func:`kdlic.models.load_model`, or
+an ONNX export folder);
 :class:`Codec` keeps a model's entropy tables between calls. The format is described
 in docs/format.md.
 """
@@ -23,11 +24,19 @@ _codecs: weakref.WeakKeyDictionary[nn.Module, Codec] = weakref.WeakKeyDictionary
 _loaded: dict[str, nn.Module] = {}
 
 
+_exports: dict[str, Codec] = {}
+
+
 def _codec(model: nn.Module | str | Path) -> Codec:
     if not isinstance(model, nn.Module):
+        from kdlic.codec.export import is_export
         from kdlic.models import load_model
 
         spec = str(model)
+        if is_export(spec):  # an ONNX export folder: ONNX Runtime, no PyTorch model
+            if spec not in _exports:
+                _exports[spec] = Codec.from_export(spec)
+            return _exports[spec]
         if spec not in _loaded:
             _loaded[spec] = load_model(spec)
         model = _loaded[spec]
