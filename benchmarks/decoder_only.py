@@ -28,6 +28,7 @@ import torch
 import kdlic
 from kdlic.codec import Codec
 from kdlic.data.images import find_images, load_rgb
+from kdlic.evaluation.metrics import rd_cost
 from kdlic.evaluation.profile import transform_flops
 from kdlic.models import load_model
 from kdlic.models.identity import is_decoder_only
@@ -66,7 +67,9 @@ def main() -> int:
     lmbda = float(load_model(args.teacher).meta["lmbda"])
     specs = [args.teacher, *args.decoders, *args.students]
     results = kdlic.evaluate(specs, [str(i) for i in images], name="decoder-only")
-    metrics = {spec: {k: results["results"][k][i] for k in ("bpp", "psnr-rgb")}
+    metrics = {spec: {"bpp": results["results"]["bpp"][i],
+                      "psnr-rgb": results["results"]["psnr-rgb"][i],
+                      "rd": rd_cost(results["models"][i]["per_image"], lmbda)}
                for i, spec in enumerate(specs)}
     print(f"{'model':<28} {'kind':<13} {'N':>4} {'dec GMAC':>8} {'dec ms':>7} {'bpp':>6} "
           f"{'PSNR':>6} {'RD cost':>7}")
@@ -78,11 +81,9 @@ def main() -> int:
         codec = Codec(model, bf16_synthesis=args.bf16)
         ms = decode_ms(codec, images[: args.time_images], args.repeat)
         m = metrics[spec]
-        mse = 10 ** (-m["psnr-rgb"] / 10)  # of the mean PSNR, for a cost in one number
-        rd = lmbda * 255**2 * mse + m["bpp"]
         name = Path(spec).parent.name if spec.endswith(".pt") else spec
         print(f"{name[-28:]:<28} {kind:<13} {model.N:>4} {gmac:8.2f} {ms:7.1f} "
-              f"{m['bpp']:6.3f} {m['psnr-rgb']:6.2f} {rd:7.3f}", flush=True)
+              f"{m['bpp']:6.3f} {m['psnr-rgb']:6.2f} {m['rd']:7.3f}", flush=True)
     return 0
 
 

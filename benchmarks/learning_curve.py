@@ -27,6 +27,7 @@ import yaml
 
 from kdlic.data.images import find_images
 from kdlic.evaluation.evaluate import evaluate_models
+from kdlic.evaluation.metrics import rd_cost
 from kdlic.models import load_model
 from kdlic.utils.checkpoint import read_checkpoint
 from kdlic.utils.files import atomic_write, write_json
@@ -49,9 +50,7 @@ def kodak_figures(spec: str, images: list[Path], lmbda: float, cache: Path | Non
         "bpp": res["results"]["bpp"][0],
         "psnr": res["results"]["psnr-rgb"][0],
         "ms_ssim": res["results"]["ms-ssim-rgb"][0],
-        # per-image MSE from PSNR: the cost training minimises, averaged like the loss
-        "rd_cost": sum(r["bpp"] + lmbda * 255**2 * 10 ** (-r["psnr-rgb"] / 10)
-                       for r in per_image) / len(per_image),
+        "rd_cost": rd_cost(per_image, lmbda),
         "images": len(per_image),
     }
     if cache is not None:

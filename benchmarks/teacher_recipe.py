@@ -41,6 +41,7 @@ import torch
 
 from kdlic.data.images import find_images
 from kdlic.evaluation.evaluate import evaluate_models
+from kdlic.evaluation.metrics import rd_cost
 from kdlic.models import load_model
 from kdlic.training.config import TRAIN_DEFAULTS, check_train_config
 from kdlic.training.losses import RateDistortion
@@ -121,10 +122,8 @@ def ema_companions(last: Path) -> list[tuple[str, Path]]:
 def score(spec: str, label: str, images: list[Path], lmbda: float) -> dict[str, float]:
     """Real-bitstream bpp, PSNR and mean RD cost (per-image MSE from PSNR) on ``images``."""
     res = evaluate_models([spec], images, label, progress=False)
-    cost = sum(r["bpp"] + lmbda * 255**2 * 10 ** (-r["psnr-rgb"] / 10)
-               for r in res["models"][0]["per_image"]) / len(images)
     return {"bpp": res["results"]["bpp"][0], "psnr": res["results"]["psnr-rgb"][0],
-            "rd_cost": cost}
+            "rd_cost": rd_cost(res["models"][0]["per_image"], lmbda)}
 
 
 def main() -> int:

@@ -155,3 +155,12 @@ def test_estimated_bpp_is_finite_when_likelihoods_underflow(tiny_model):
     rate = estimated_bpp(model, rgb)
     assert np.isfinite(rate)
     assert rate <= 29.9 * sum(v.numel() for v in likelihoods.values()) / (64 * 64)
+
+
+def test_rd_cost_is_the_training_objective_averaged_over_images():
+    from kdlic.evaluation.metrics import rd_cost
+
+    images = [{"bpp": 0.5, "psnr-rgb": 30.0}, {"bpp": 1.0, "psnr-rgb": 40.0}]
+    # 0.01 * 255^2 * MSE with MSE = 1e-3 and 1e-4, plus each bpp, averaged
+    expected = ((0.5 + 0.01 * 65025 * 1e-3) + (1.0 + 0.01 * 65025 * 1e-4)) / 2
+    assert rd_cost(images, 0.01) == pytest.approx(expected)

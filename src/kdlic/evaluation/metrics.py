@@ -36,3 +36,11 @@ def msssim(a: np.ndarray, b: np.ndarray) -> float | None:
     ta, tb = (torch.from_numpy(np.array(v, dtype=np.float32)).permute(2, 0, 1)[None]
               for v in (a, b))
     return float(ms_ssim(ta, tb, data_range=255.0))
+
+
+def rd_cost(per_image: Sequence[dict], lmbda: float) -> float:
+    """Mean over images of ``bpp + lambda * 255^2 * MSE`` (MSE of 8-bit pixels scaled to
+    [0, 1], from each image's ``psnr-rgb``): the cost training minimises, averaged over
+    images as the loss averages over crops. Lower is better."""
+    return sum(r["bpp"] + lmbda * 255**2 * 10 ** (-r["psnr-rgb"] / 10)
+               for r in per_image) / len(per_image)
