@@ -182,11 +182,42 @@ def test_cli_decoder_only_and_compress(teacher_file, image_dir, image, tmp_path)
 
 
 @pytest.fixture(scope="module")
-def mbt_teacher(tmp_path_factory):
+def factorized_teacher(tmp_path_factory):
     torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("mbt") / "mbt.pt"
-    save_checkpoint(path, build_model("mbt2018-mean", 8, 16), {"lmbda": 0.01})
+    path = tmp_path_factory.mktemp("fact") / "fact.pt"
+    save_checkpoint(path, build_model("bmshj2018-factorized", 8, 16), {"lmbda": 0.01})
     return path
+
+
+def test_mean_scale_teachers_get_decoders_too(image_dir, image, tmp_path, monkeypatch):
+    """mbt2018-mean: the same story with the exact mean-scale coder (coder 2)."""
+    from tests.test_codec import decoded_latents
+    from tests.test_codec_mean_scale import make_mean_model
+
+    path = tmp_path / "mbt.pt"
+    save_checkpoint(path, make_mean_model(), {"lmbda": 0.01})
+    teacher = load_model(path)
+    run = kdlic.distill(str(path), 4, image_dir, decoder_only=True, steps=2,
+                        run_dir=tmp_path / "run", overrides=TINY)
+    student = run.model
+    assert student.arch == "mbt2018-mean-decoder"
+    assert student.arch_args == {"N": 4, "M": 16, "encoder_N": 8}
+    t, s = teacher.state_dict(), student.state_dict()
+    assert all(torch.equal(t[k], s[k]) for k in t if not k.startswith("g_s."))
+    assert encoder_id(student) == model_id(teacher)
+    assert encoder_hash(student) == encoder_hash(teacher)
+    data = Codec(teacher).encode(image)
+    assert unpack(data)[0].coder == 2
+    mine, theirs = Codec(student), Codec(teacher)
+    assert torch.equal(decoded_latents(mine, data, monkeypatch),
+                       decoded_latents(theirs, data, monkeypatch))
+    assert mine.decode(data).size == (90, 72)
+    (h1, s1), (h2, s2) = unpack(data), unpack(mine.encode(image))  # the teacher's bitstream
+    assert (h1.model_id, h1.y_mask, s1) == (h2.model_id, h2.y_mask, s2)
+    with pytest.raises(KdlicError, match="decoder-only model for the encoder"):
+        mine.decode(Codec(make_mean_model(seed=3)).encode(image))
+    out = kdlic.export(student, tmp_path / "onnx")
+    assert Codec.from_export(out).decode(data).size == (90, 72)
 
 
 @pytest.mark.parametrize("args,message", [
@@ -195,19 +226,19 @@ def mbt_teacher(tmp_path_factory):
     (["--weight", "latent=0.1"], "preset 'decoder' weights latent (y_hat)"),
     (["--student-arch", "bmshj2018-factorized"], "not bmshj2018-factorized"),
     (["--M", "32"], "keeps the teacher's M (16)"),
-    (["MBT"], "needs a scale-hyperprior teacher"),
+    (["FACT"], "needs a teacher with an exact coder"),
     (["NOT-DECODER-ONLY", "--teacher", "STUDENT"], "distil it with decoder_only"),
 ])
 def test_bad_combinations_are_refused_before_training(args, message, teacher_file,
-                                                      mbt_teacher, image_dir, tmp_path,
+                                                      factorized_teacher, image_dir, tmp_path,
                                                       capsys):
-    teacher = str(mbt_teacher if args == ["MBT"] else teacher_file)
+    teacher = str(factorized_teacher if args == ["FACT"] else teacher_file)
     flag = ["--decoder-only"]
     if args[0] == "NOT-DECODER-ONLY":  # a decoder-only teacher, an ordinary distillation
         flag, args = [], args[1:]
         student = tmp_path / "student.pt"
         save_checkpoint(student, decoder_of(load_model(teacher_file)), {"lmbda": 0.01})
-    args = [] if args == ["MBT"] else [
+    args = [] if args == ["FACT"] else [
         {"T": str(teacher_file), "STUDENT": str(tmp_path / "student.pt")}.get(a, a)
         for a in args]
     code = main(["distill", "--teacher", teacher, *flag, "--N", "4", *args,

@@ -38,8 +38,7 @@ from kdlic.distillation.terms import TERMS
 from kdlic.errors import KdlicError
 from kdlic.models import (
     ARCHITECTURES,
-    DecoderOnlyScaleHyperprior,
-    ScaleHyperprior,
+    DecoderOnly,
     adopt,
     display_name,
     latent_shapes,
@@ -208,34 +207,45 @@ def _student_args(cfg: dict[str, Any], teacher: nn.Module, hyper_teacher: nn.Mod
     return {"arch": arch, **s}
 
 
+def _decoder_class(teacher: nn.Module) -> type[nn.Module]:
+    """The decoder-only architecture of ``teacher``'s family (a teacher may itself be a
+    decoder-only student); refused for families without an exact coder."""
+    family = getattr(teacher, "teacher_arch", "") or teacher.arch
+    for cls in ARCHITECTURES.values():
+        if issubclass(cls, DecoderOnly) and cls.teacher_arch == family:
+            return cls
+    known = sorted(c.teacher_arch for c in ARCHITECTURES.values() if issubclass(c, DecoderOnly))
+    raise KdlicError(f"decoder-only distillation needs a teacher with an exact coder "
+                     f"({', '.join(known)}); the teacher is {teacher.arch}")
+
+
 def _decoder_student(cfg: dict[str, Any], teacher: nn.Module, start: nn.Module | None
                      ) -> nn.Module:
-    """A decoder-only student of ``teacher``: ``start`` (a ``scale-hyperprior-decoder``)
-    or a new one with the config's N, bound to the teacher's encoder (its encoder side
-    copied bit for bit, frozen; its encoder id recorded). Refuses, before training,
-    teachers and students the exact scale-hyperprior coder cannot share a bitstream for."""
-    if teacher.arch not in (ScaleHyperprior.arch, DecoderOnlyScaleHyperprior.arch):
-        raise KdlicError(f"decoder-only distillation needs a scale-hyperprior teacher (kdlic's "
-                         f"exact coder); the teacher is {teacher.arch}")
+    """A decoder-only student of ``teacher``: ``start`` (a decoder-only model of the
+    teacher's family) or a new one with the config's N, bound to the teacher's encoder
+    (its encoder side copied bit for bit, frozen; its encoder id recorded). Refuses,
+    before training, teachers and students that cannot share a bitstream."""
+    cls = _decoder_class(teacher)
     s = cfg["student"]
-    # (scale-hyperprior too: a student config's usual arch, and the decoder's family)
-    if s["arch"] not in (None, DecoderOnlyScaleHyperprior.arch, ScaleHyperprior.arch):
-        raise KdlicError(f"a decoder-only student is a {DecoderOnlyScaleHyperprior.arch} (the "
+    # (the teacher's architecture too: a student config's usual arch, the decoder's family)
+    if s["arch"] not in (None, cls.arch, cls.teacher_arch):
+        raise KdlicError(f"a decoder-only student of {teacher.arch} is a {cls.arch} (the "
                          f"teacher's encoder, its own g_s), not {s['arch']}: leave "
                          "student.arch unset")
     enc = encoder_args(teacher)
     for key, theirs in (("M", enc["M"]), ("z_channels", enc["z_channels"])):
-        if s[key] is not None and s[key] != theirs:
+        if s[key] is not None and s[key] != theirs and key in cls.arg_names:
             raise KdlicError(f"a decoder-only student keeps the teacher's {key} ({theirs}); "
                              f"student.{key} is {s[key]}")
     if start is None:
-        start = init_model({"arch": DecoderOnlyScaleHyperprior.arch, "N": s["N"],
-                            "M": enc["M"], "z_channels": enc["z_channels"],
-                            "encoder_N": enc["N"]}, cfg["runtime"]["seed"])
-    elif not isinstance(start, DecoderOnlyScaleHyperprior) or encoder_args(start) != enc:
+        args = {"N": s["N"], "M": enc["M"], "z_channels": enc["z_channels"],
+                "encoder_N": enc["N"]}
+        start = init_model({"arch": cls.arch, **{k: args[k] for k in cls.arg_names}},
+                           cfg["runtime"]["seed"])
+    elif not isinstance(start, cls) or encoder_args(start) != enc:
         args = ", ".join(f"{k}={v}" for k, v in start.arch_args.items())
-        raise KdlicError(f"a decoder-only student must be a {DecoderOnlyScaleHyperprior.arch} "
-                         f"with the teacher's encoder sizes {enc}, not {start.arch}({args})")
+        raise KdlicError(f"a decoder-only student must be a {cls.arch} with the teacher's "
+                         f"encoder sizes {enc}, not {start.arch}({args})")
     elif is_decoder_only(start) and encoder_id(start) != encoder_id(teacher):
         raise KdlicError(f"the student decodes the encoder {encoder_id(start).hex()}, the "
                          f"teacher's is {encoder_id(teacher).hex()}")
@@ -308,8 +318,9 @@ def distill(
             teacher's encoder side (g_a, h_a, h_s, entropy models) bit for bit, frozen,
             and learns only a synthesis g_s of width N (``student``'s N), trained on KD
             terms on x_hat plus the distortion, without a rate term; it decodes the
-            teacher's ``.kdl`` files (a ``scale-hyperprior-decoder``; the teacher must
-            be a scale hyperprior). The default preset is then ``decoder``.
+            teacher's ``.kdl`` files (a ``scale-hyperprior-decoder`` or
+            ``mbt2018-mean-decoder``; the teacher must be a scale or mean-scale
+            hyperprior). The default preset is then ``decoder``.
 
     Returns:
         the run's :class:`RunResult`; ``result.model`` is the best student.
@@ -365,10 +376,10 @@ def distill(
             args = _student_args(cfg, main, hyper)
         else:
             args = {"arch": start.arch}
-        if args["arch"] == DecoderOnlyScaleHyperprior.arch:
-            raise KdlicError(f"a {DecoderOnlyScaleHyperprior.arch} student keeps its teacher's "
-                             "encoder: distil it with decoder_only (--decoder-only), or "
-                             "choose another student architecture")
+        if issubclass(ARCHITECTURES.get(args["arch"], nn.Module), DecoderOnly):
+            raise KdlicError(f"a {args['arch']} student keeps its teacher's encoder: distil "
+                             "it with decoder_only (--decoder-only), or choose another "
+                             "student architecture")
         if start is None:
             start = init_model(args, cfg["runtime"]["seed"])
     cfg["student"] = {"arch": start.arch, **{k: None for k in ("N", "M", "z_channels")},

@@ -507,7 +507,9 @@ class CompressAICodec(Codec):
 
 # the exact coder of each architecture that has one; Codec(model) picks it
 _EXACT_CODECS: dict[str | None, type[Codec]] = {c.arch: c for c in (Codec, MeanScaleCodec)}
-_EXACT_CODECS["scale-hyperprior-decoder"] = Codec  # a scale hyperprior's encoder, own g_s
+# decoder-only students: their teacher's encoder side (hence its coder), their own g_s
+_EXACT_CODECS["scale-hyperprior-decoder"] = Codec
+_EXACT_CODECS["mbt2018-mean-decoder"] = MeanScaleCodec
 
 
 def _codable_channels(image: Image.Image) -> tuple[str, np.ndarray, np.ndarray | None]:

@@ -4,8 +4,8 @@ Every CompressAI image architecture whose latent path is g_a / h_a / h_s / g_s i
 registered (:data:`ARCHITECTURES`), at any size, as teacher or student:
 ``bmshj2018-factorized``, ``scale-hyperprior`` (CompressAI's ``bmshj2018-hyperprior``),
 ``mbt2018-mean``, ``mbt2018``, ``cheng2020-anchor``, ``cheng2020-attn``; and
-``scale-hyperprior-decoder``, a scale hyperprior's frozen encoder side with a synthesis
-of its own width (decoder-only distillation).
+``scale-hyperprior-decoder`` and ``mbt2018-mean-decoder``, a hyperprior's frozen
+encoder side with a synthesis of its own width (decoder-only distillation).
 
 A *model spec* names a model wherever the CLI or the API takes one:
 
@@ -21,8 +21,13 @@ A *model spec* names a model wherever the CLI or the API takes one:
 from kdlic.models.base import ARCHITECTURES, Architecture, register_architecture
 from kdlic.models.bmshj2018 import DecoderOnlyScaleHyperprior, FactorizedPrior, ScaleHyperprior
 from kdlic.models.cheng2020 import Cheng2020Anchor, Cheng2020Attention
+from kdlic.models.decoder_only import DecoderOnly
 from kdlic.models.latents import forward_with_latents, latent_shapes
-from kdlic.models.mbt2018 import JointAutoregressiveHierarchicalPriors, MeanScaleHyperprior
+from kdlic.models.mbt2018 import (
+    DecoderOnlyMeanScaleHyperprior,
+    JointAutoregressiveHierarchicalPriors,
+    MeanScaleHyperprior,
+)
 from kdlic.models.registry import adopt, build_model, display_name, load_model
 
 __all__ = [
@@ -30,6 +35,8 @@ __all__ = [
     "Architecture",
     "Cheng2020Anchor",
     "Cheng2020Attention",
+    "DecoderOnly",
+    "DecoderOnlyMeanScaleHyperprior",
     "DecoderOnlyScaleHyperprior",
     "FactorizedPrior",
     "JointAutoregressiveHierarchicalPriors",

@@ -41,7 +41,8 @@ def encoder_args(model: nn.Module) -> dict[str, int]:
 def encoder_hash(model: nn.Module) -> bytes:
     """8 bytes: SHA-256 over the encoder side's sizes and fp32 parameters (g_a, h_a, h_s,
     entropy bottleneck). Equal for a teacher and its decoder-only students."""
-    h = hashlib.sha256(f"scale-hyperprior encoder{sorted(encoder_args(model).items())}".encode())
+    family = getattr(model, "teacher_arch", "") or model.arch  # a decoder: its teacher's
+    h = hashlib.sha256(f"{family} encoder{sorted(encoder_args(model).items())}".encode())
     for name, p in sorted(model.named_parameters()):
         if name.split(".", 1)[0] in ENCODER_MODULES:
             h.update(name.encode())
