@@ -155,6 +155,8 @@ def test_a_changed_encoder_side_is_refused(teacher_file):
         student.h_s[0].weight[0, 0, 0, 0] += 1e-3
     with pytest.raises(KdlicError, match="is not the encoder"):
         Codec(student)
+    with pytest.raises(KdlicError, match="is not the encoder"):  # nor exported
+        kdlic.export(student, "never-written")
 
 
 def test_cli_decoder_only_and_compress(teacher_file, image_dir, image, tmp_path):

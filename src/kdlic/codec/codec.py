@@ -52,7 +52,7 @@ from kdlic.codec.tables import SCALE_TABLE, Tables, bottleneck_tables, gaussian_
 from kdlic.data.images import open_image, padded_size, split_channels
 from kdlic.data.sampling import padded_input
 from kdlic.errors import KdlicError
-from kdlic.models.identity import encoder_hash, encoder_id, is_decoder_only, model_id
+from kdlic.models.identity import check_encoder, encoder_id, is_decoder_only, model_id
 from kdlic.models.registry import adopt, architecture_of
 from kdlic.utils.device import fast_bf16, parse_device
 
@@ -126,7 +126,7 @@ class Codec:
                 raise KdlicError("the onnxruntime backend runs on the CPU (--device cpu)")
             from kdlic.codec.export import build_export
 
-            self._init_export(build_export(model), int8=False)
+            self._init_export(build_export(model), int8=False)  # (checks the encoder too)
             return
         self.model = model.to(self.device).eval()
         # CompressAI's own tables, for code that calls the model's compress()/decompress();
@@ -135,11 +135,7 @@ class Codec:
         self.id = encoder_id(model)  # what files carry: docs/format.md, *Encoder identity*
         self.name = model_name(model)
         self.decoder_only = is_decoder_only(model)
-        if self.decoder_only and encoder_hash(model) != bytes(model.encoder_hash.tolist()):
-            raise KdlicError(
-                f"model {self.name} cannot be used for coding: its encoder side (g_a, h_a, "
-                f"h_s, entropy models) is not the encoder {self.id.hex()} it was distilled "
-                "from (changed or rounded since, e.g. stored in fp16?)")
+        check_encoder(model, self.name)
         try:
             z_tables, medians = bottleneck_tables(self.model.entropy_bottleneck)
             hyper = FixedPointSequential(self.model.h_s, self.device)

@@ -85,10 +85,11 @@ def build_export(model: nn.Module, calibration: Iterable[str | Path] | None = No
     photos) also the int8 synthesis."""
     from kdlic.codec.codec import _EXACT_CODECS, model_name
     from kdlic.codec.onnx_graphs import analysis_graph, hyper_graph, synthesis_graph
-    from kdlic.models.identity import encoder_id, is_decoder_only
+    from kdlic.models.identity import check_encoder, encoder_id, is_decoder_only
     from kdlic.models.registry import adopt
 
     model = adopt(model).cpu().eval()
+    check_encoder(model, model_name(model))
     codec_cls = _EXACT_CODECS.get(model.arch)
     if codec_cls is None:
         raise KdlicError(f"ONNX export exists for the architectures with an exact coder "

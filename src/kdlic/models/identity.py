@@ -78,3 +78,15 @@ def encoder_id(model: nn.Module) -> bytes:
     if is_decoder_only(model):
         return bytes(model.encoder_id.cpu().tolist())
     return model_id(model)
+
+
+def check_encoder(model: nn.Module, name: str) -> None:
+    """Refuse to code with a decoder-only student whose encoder side is no longer the one
+    it was distilled from (its files would carry an id they do not match)."""
+    from kdlic.errors import KdlicError
+
+    if is_decoder_only(model) and encoder_hash(model) != bytes(model.encoder_hash.tolist()):
+        raise KdlicError(
+            f"model {name} cannot be used for coding: its encoder side (g_a, h_a, h_s, "
+            f"entropy models) is not the encoder {encoder_id(model).hex()} it was distilled "
+            "from (changed or rounded since, e.g. stored in fp16?)")
