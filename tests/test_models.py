@@ -230,3 +230,10 @@ def test_fp16_files_keep_the_likelihood_bound(tiny_model, tmp_path):
     with torch.no_grad():
         liks = loaded(x)["likelihoods"]
     assert all(float(v.min()) > 0 for v in liks.values())
+
+
+def test_a_home_relative_path_loads(tiny_model, tmp_path, monkeypatch):
+    """Configs name checkpoints under ~/.cache/kdlic/runs: ~ is the user's home."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    save_checkpoint(tmp_path / "m.pt", tiny_model, {"lmbda": 0.01})
+    assert load_model("~/m.pt").arch_args == tiny_model.arch_args

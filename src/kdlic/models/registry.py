@@ -229,7 +229,7 @@ def load_model(spec: str | Path) -> nn.Module:
         model = _compressai_model(spec)
         model.source = spec
         return model
-    path = Path(spec)
+    path = Path(spec).expanduser()  # configs name run directories as ~/.cache/...
     try:
         exists = path.exists()
     except OSError:  # e.g. a name too long to be a file: it can still be a zoo name
