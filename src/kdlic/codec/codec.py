@@ -47,7 +47,7 @@ from kdlic.codec.format import (
     pack,
     unpack,
 )
-from kdlic.codec.synthesis import Synthesis, one_thread
+from kdlic.codec.synthesis import Synthesis, one_thread, worker_pool
 from kdlic.codec.tables import SCALE_TABLE, Tables, bottleneck_tables, gaussian_tables
 from kdlic.data.images import open_image, padded_size, split_channels
 from kdlic.data.sampling import padded_input
@@ -227,22 +227,34 @@ class Codec:
         scales = None if self.hyper_outputs == 1 else torch.arange(self.y_channels)
         return self._select(self.hyper(to_fixed(z_hat), scales))
 
-    def _hyper(self, z_symbols: np.ndarray, channels: np.ndarray | None) -> Tensor:
+    def _hyper(self, z_symbols: np.ndarray, channels: np.ndarray | None,
+               workers: int = 1) -> Tensor:
         """The fixed-point h_s outputs ``channels`` (all when None) from the z symbols
         (C, h, w): float64 integers in units of 2**-FRAC_BITS, (len(channels), 4h, 4w),
-        on the codec's device."""
-        fixed = (torch.from_numpy(z_symbols).double() * 2.0**FRAC_BITS
-                 + self._medians_fixed.view(-1, 1, 1))
-        if channels is not None:
-            channels = torch.from_numpy(np.asarray(channels, np.int64))
-        return self.hyper(fixed[None], channels)[0]
+        on the codec's device.
 
-    def _indexes(self, z_symbols: np.ndarray, channels: np.ndarray) -> np.ndarray:
+        ``workers`` > 1: the channels are split over the synthesis's worker threads (its
+        last layer, the costly one, per part). The result is exact, so it does not depend
+        on the split."""
+        fixed = (torch.from_numpy(z_symbols).double() * 2.0**FRAC_BITS
+                 + self._medians_fixed.view(-1, 1, 1))[None]
+        if channels is None:
+            return self.hyper(fixed)[0]
+        channels = torch.from_numpy(np.asarray(channels, np.int64))
+        if (workers > 1 and len(channels) >= 2 * workers and self.device.type == "cpu"
+                and isinstance(self.hyper, FixedPointSequential)):
+            parts = torch.tensor_split(channels, workers)
+            pool = worker_pool(workers)
+            return torch.cat(list(pool.map(lambda c: self.hyper(fixed, c)[0], parts)))
+        return self.hyper(fixed, channels)[0]
+
+    def _indexes(self, z_symbols: np.ndarray, channels: np.ndarray, workers: int = 1
+                 ) -> np.ndarray:
         """Table indexes (len(channels), 4h, 4w) int64 of the given y channels, exactly,
         from the z symbols (C, h, w). Channels that are not coded are not computed."""
         if len(channels) == 0:
             return np.zeros((0, 4 * z_symbols.shape[1], 4 * z_symbols.shape[2]), np.int64)
-        return self._select(self._hyper(z_symbols, channels)).cpu().numpy()
+        return self._select(self._hyper(z_symbols, channels, workers)).cpu().numpy()
 
     def _symbols(self, y: Tensor, z_symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray,
                                                                    np.ndarray]:
@@ -255,11 +267,11 @@ class Codec:
         coded = np.flatnonzero(np.abs(y_sym).reshape(len(y_sym), -1).max(axis=1))
         return y_sym, coded, self._indexes(z_symbols, coded)
 
-    def _gaussian_params(self, z_symbols: np.ndarray, coded: np.ndarray
+    def _gaussian_params(self, z_symbols: np.ndarray, coded: np.ndarray, workers: int = 1
                          ) -> tuple[np.ndarray, Tensor | None]:
         """Decoder: the table indexes (coded, H, W) of the coded channels, and the means
         every channel's symbols are added to (None: zero-mean)."""
-        return self._indexes(z_symbols, coded), None
+        return self._indexes(z_symbols, coded, workers), None
 
     def _latents(self, values: np.ndarray, coded: np.ndarray, means: Tensor | None
                  ) -> tuple[Tensor, Tensor | None]:
@@ -357,7 +369,7 @@ class Codec:
         z_sym = z_sym.reshape(self.z_channels, zh, zw)
         t = self._tick("entropy", t)
         coded = np.asarray(header.coded_channels(), dtype=np.int64)
-        indexes, means = self._gaussian_params(z_sym, coded)
+        indexes, means = self._gaussian_params(z_sym, coded, workers)
         t = self._tick("hyper", t)
         values = rans.decode(streams[1], indexes, self.y_tables, escapes)
         escapes.finish()
@@ -412,11 +424,11 @@ class MeanScaleCodec(Codec):
         indexes = self._select(scales[torch.from_numpy(coded).to(scales.device)])
         return y_sym, coded, indexes.cpu().numpy()
 
-    def _gaussian_params(self, z_symbols: np.ndarray, coded: np.ndarray
+    def _gaussian_params(self, z_symbols: np.ndarray, coded: np.ndarray, workers: int = 1
                          ) -> tuple[np.ndarray, Tensor]:
         """One h_s call: the scales of the coded channels, the means of all M."""
         channels = np.concatenate([coded, np.arange(self.y_channels, 2 * self.y_channels)])
-        params = self._hyper(z_symbols, channels)
+        params = self._hyper(z_symbols, channels, workers)
         indexes = self._select(params[: len(coded)]).cpu().numpy()
         return indexes, params[len(coded) :] * 2.0**-FRAC_BITS
 

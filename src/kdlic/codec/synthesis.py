@@ -307,12 +307,12 @@ class Synthesis:
         if workers <= 1:
             parts = [stripe(p) for p in plan]
         else:
-            parts = list(_pool(workers).map(stripe, plan))
+            parts = list(worker_pool(workers).map(stripe, plan))
         return torch.cat(parts)
 
 
 @functools.lru_cache(maxsize=4)
-def _pool(workers: int) -> ThreadPoolExecutor:
+def worker_pool(workers: int) -> ThreadPoolExecutor:
     """Worker threads for stripes, each with one intra-op thread (see :func:`one_thread`).
     Kept for the process: a new thread's first convolutions cost several milliseconds
     of set-up, as much as a small student's whole synthesis."""
