@@ -8,7 +8,7 @@ point, and its steps and hours are added to the run's, so the x axis is the mode
 training.
 
     python benchmarks/learning_curve.py ~/.cache/kdlic/runs/teacher-q5-long \\
-        -o docs/results/teacher-q5-curve
+        -o docs/curves/teacher-q5-curve
 
 writes ``teacher-q5-curve.csv`` (one row per point: steps, hours, Kodak bpp, PSNR,
 MS-SSIM, the RD cost ``bpp + lambda * 255^2 * MSE`` that training minimises, and the

@@ -204,7 +204,7 @@ def main() -> int:
     inputs.append(step(work, "baselines", lambda path: kdlic.baselines(args.kodak, path),
                        args.fresh))
     out = Path(args.out)
-    if out.exists():
+    if out.exists():  # the report's folder, whole (learning curves live in docs/curves/)
         shutil.rmtree(out)
     # resources compared with the students' teacher
     reference = zoo_teacher() if "teachers" in groups() else None
