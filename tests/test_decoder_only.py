@@ -193,6 +193,7 @@ def factorized_teacher(tmp_path_factory):
 
 def test_mean_scale_teachers_get_decoders_too(image_dir, image, tmp_path, monkeypatch):
     """mbt2018-mean: the same story with the exact mean-scale coder (coder 2)."""
+    pytest.importorskip("onnxruntime")  # (the export at the end)
     from tests.test_codec import decoded_latents
     from tests.test_codec_mean_scale import make_mean_model
 

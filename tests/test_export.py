@@ -172,3 +172,52 @@ def test_cli(tmp_path, image_dir, capsys):
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and len(err.splitlines()) == 1
     assert not (tmp_path / "never.png").exists() and not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("damage", ["corrupt-graph", "manifest-key", "manifest-list",
+                                    "no-synthesis", "z-tables", "y-tables"])
+def test_a_damaged_export_is_one_clean_error(damage, tmp_path):
+    out = kdlic.export(make_model(), tmp_path / "e")
+    manifest = json.loads((out / "manifest.json").read_text())
+    tables = json.loads((out / "tables.json").read_text())
+    if damage == "corrupt-graph":
+        (out / "synthesis.onnx").write_bytes(b"not a graph")
+    elif damage == "manifest-key":
+        del manifest["y_channels"]
+    elif damage == "manifest-list":
+        manifest = [manifest]
+    elif damage == "no-synthesis":
+        del manifest["graphs"]["synthesis"]
+    elif damage == "z-tables":
+        tables["z"]["medians"] = tables["z"]["medians"][:-1]
+    elif damage == "y-tables":
+        tables["y"]["thresholds"][0] += 1
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    (out / "tables.json").write_text(json.dumps(tables))
+    with pytest.raises(KdlicError) as exc:
+        Codec.from_export(out)  # fails when opened, before any file is decoded
+    assert "\n" not in str(exc.value)
+
+
+def test_export_folders_are_written_whole_and_readable(tmp_path, monkeypatch):
+    out = kdlic.export(make_model(), tmp_path / "e")
+    assert (out.stat().st_mode & 0o755) == 0o755  # not mkdtemp's 0700
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def fail(*args):
+        raise OSError(28, "No space left on device")
+
+    import kdlic.codec.export as export_module
+
+    monkeypatch.setattr(export_module.Path, "write_bytes", fail)
+    with pytest.raises(KdlicError, match="No space left"):
+        kdlic.export(make_model(seed=3), out, force=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the old one, intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e"]  # no leftovers
+
+
+def test_a_long_model_name_is_not_an_export_error(tmp_path, capsys):
+    (tmp_path / "x.kdl").write_bytes(Codec(make_model()).encode(smooth(32, 32)))
+    assert main(["decompress", str(tmp_path / "x.kdl"), "-m", "m" * 300]) == 2
+    err = capsys.readouterr().err
+    assert "no checkpoint file or zoo model" in err and len(err.splitlines()) == 1

@@ -498,8 +498,8 @@ def decompress(data: bytes, model: ModelLike | None = None) -> Image.Image:
     from kdlic import codec
 
     if model is None:  # only a zoo model: a file's name never chooses a path to load
-        from kdlic.codec.files import zoo_model_of
+        from kdlic.codec.files import open_codec, zoo_model_of
         from kdlic.codec.format import unpack
 
-        model = zoo_model_of(unpack(data)[0])
+        return open_codec(zoo_model_of(unpack(data)[0]), zoo_only=True).decode(data)
     return codec.decode(data, _model(model) if isinstance(model, nn.Module) else model)

@@ -9,6 +9,7 @@ in docs/format.md.
 
 from __future__ import annotations
 
+import threading
 import weakref
 from pathlib import Path
 
@@ -21,28 +22,24 @@ from kdlic.codec.format import Header, pack, peek_model, unpack
 from kdlic.data.images import open_image
 
 _codecs: weakref.WeakKeyDictionary[nn.Module, Codec] = weakref.WeakKeyDictionary()
-_loaded: dict[str, nn.Module] = {}
-
-
-_exports: dict[str, Codec] = {}
+_by_spec: dict[str, Codec] = {}
+_lock = threading.Lock()
 
 
 def _codec(model: nn.Module | str | Path) -> Codec:
-    if not isinstance(model, nn.Module):
-        from kdlic.codec.export import is_export
-        from kdlic.models import load_model
+    """The codec of a model or a spec (checkpoint, zoo name, ``compressai:`` spec or ONNX
+    export folder: :func:`kdlic.codec.files.open_codec`), made once."""
+    with _lock:
+        if not isinstance(model, nn.Module):
+            from kdlic.codec.files import open_codec
 
-        spec = str(model)
-        if is_export(spec):  # an ONNX export folder: ONNX Runtime, no PyTorch model
-            if spec not in _exports:
-                _exports[spec] = Codec.from_export(spec)
-            return _exports[spec]
-        if spec not in _loaded:
-            _loaded[spec] = load_model(spec)
-        model = _loaded[spec]
-    if model not in _codecs:
-        _codecs[model] = Codec(model, next(model.parameters()).device)
-    return _codecs[model]
+            spec = str(model)
+            if spec not in _by_spec:
+                _by_spec[spec] = open_codec(spec)
+            return _by_spec[spec]
+        if model not in _codecs:
+            _codecs[model] = Codec(model, next(model.parameters()).device)
+        return _codecs[model]
 
 
 def encode(image: str | Path | Image.Image | np.ndarray, model: nn.Module | str | Path) -> bytes:

@@ -172,12 +172,14 @@ class Codec:
         if (m["frac_bits"], m["act_bits"]) != (FRAC_BITS, ACT_BITS):
             raise KdlicError(f"the export's fixed point ({m['frac_bits']}, {m['act_bits']} "
                              f"bits) is not this kdlic's ({FRAC_BITS}, {ACT_BITS})")
-        if int8 and "synthesis_int8" not in export.graphs:
+        if int8 and "synthesis_int8" not in export.graphs:  # (read_export checked the rest)
             raise KdlicError("the export has no int8 synthesis: make it with "
                              "kdlic export MODEL --format onnx --int8 --calibration FOLDER")
         self.device = torch.device("cpu")
-        self.export = export
-        self.id = bytes.fromhex(m["model_id"])
+        try:
+            self.id = bytes.fromhex(m["model_id"])
+        except ValueError as exc:
+            raise KdlicError(f"the export's model_id is not 16 hex digits: {exc}") from exc
         self.name = m["model_name"]
         self.decoder_only = bool(m["decoder_only"])
         z = export.tables["z"]
@@ -185,6 +187,11 @@ class Codec:
                     torch.tensor(z["medians"], dtype=torch.float32),
                     np.asarray(z["medians_fixed"], np.float64),
                     OnnxHyper(export.graphs["hyper"], m["hyper_outputs"] * m["y_channels"]))
+        y = export.tables["y"]  # constants of the format: the export must carry this kdlic's
+        if (tables_from_json(y["tables"]).digest() != self.y_tables.tables.digest()
+                or y["thresholds"] != self._select.thresholds):
+            raise KdlicError("the export's Gaussian tables or scale thresholds are not this "
+                             "kdlic's (docs/format.md, Tables)")
         self._synthesis = OnnxSynthesis(export.graphs["synthesis_int8" if int8 else "synthesis"])
         self._analysis = OnnxAnalysis(export.graphs["analysis"])
 
@@ -461,10 +468,12 @@ class CompressAICodec(Codec):
 
     def __init__(self, model: nn.Module, device: str | torch.device = "cpu",
                  bf16_synthesis: bool = False, backend: str = "torch") -> None:
+        if backend not in BACKENDS:
+            raise KdlicError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
         if bf16_synthesis or backend != "torch":
-            raise KdlicError(f"{'bf16 synthesis' if bf16_synthesis else 'the ' + backend} "
-                             "backend exists for the exact coders only (scale-hyperprior, "
-                             "mbt2018-mean)")
+            what = "bf16 synthesis" if bf16_synthesis else f"the {backend} backend"
+            raise KdlicError(f"{what} exists for the exact coders only (scale-hyperprior, "
+                             "mbt2018-mean and their decoder-only students)")
         model = adopt(model)
         self.device = parse_device(device)
         self.model = model.to(self.device).eval()

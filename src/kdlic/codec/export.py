@@ -26,11 +26,13 @@ file's meaning are untouched; only the pixels change.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,9 +42,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from kdlic.codec.fixedpoint import ACT_BITS, FRAC_BITS
+from kdlic.codec.fixedpoint import ACT_BITS, FRAC_BITS, FixedPointSequential, TableSelector
 from kdlic.codec.tables import SCALE_TABLE, Tables, bottleneck_tables, gaussian_tables
 from kdlic.errors import KdlicError
+from kdlic.utils.files import current_umask
 
 FORMAT = "kdlic-onnx"
 VERSION = 1
@@ -88,7 +91,8 @@ def build_export(model: nn.Module, calibration: Iterable[str | Path] | None = No
     from kdlic.models.identity import check_encoder, encoder_id, is_decoder_only
     from kdlic.models.registry import adopt
 
-    model = adopt(model).cpu().eval()
+    # a copy: the caller's model keeps its device and mode
+    model = copy.deepcopy(adopt(model)).cpu().eval()
     check_encoder(model, model_name(model))
     codec_cls = _EXACT_CODECS.get(model.arch)
     if codec_cls is None:
@@ -101,10 +105,14 @@ def build_export(model: nn.Module, calibration: Iterable[str | Path] | None = No
         graphs = {"analysis": analysis_graph(model, mean_scale),
                   "hyper": hyper_graph(model.h_s, z_channels),
                   "synthesis": synthesis_graph(model.g_s, int(model.M))}
+        z_tables, medians = bottleneck_tables(model.entropy_bottleneck)
+        out_channels = FixedPointSequential(model.h_s).out_channels
     except ValueError as exc:
         raise KdlicError(f"model {model_name(model)} cannot be exported: {exc}") from exc
-    model.update(force=True)
-    z_tables, medians = bottleneck_tables(model.entropy_bottleneck)
+    if out_channels != codec_cls.hyper_outputs * int(model.M):
+        raise KdlicError(f"model {model_name(model)} cannot be exported: h_s outputs "
+                         f"{out_channels} channels, its coder needs "
+                         f"{codec_cls.hyper_outputs} x {model.M}")
     tables = {
         # medians (the model's float32 values) for the encoder's round(z - median); their
         # fixed-point integers rint(median * 2**12) for the decoder's z_fixed
@@ -112,7 +120,7 @@ def build_export(model: nn.Module, calibration: Iterable[str | Path] | None = No
               "medians_fixed": [int(v) for v in np.rint(medians * 2.0**FRAC_BITS)],
               "tables": _tables_json(z_tables)},
         "y": {"scale_table": list(SCALE_TABLE),
-              "thresholds": [int(np.floor(s * 2**FRAC_BITS)) for s in SCALE_TABLE[:-1]],
+              "thresholds": TableSelector(SCALE_TABLE).thresholds,
               "tables": _tables_json(gaussian_tables())},
     }
     manifest = {
@@ -138,46 +146,86 @@ def build_export(model: nn.Module, calibration: Iterable[str | Path] | None = No
 
 
 def write_export(export: OnnxExport, out_dir: str | Path, force: bool = False) -> Path:
-    """Write ``export`` to the folder ``out_dir`` (whole or not at all: written beside
-    it, then renamed). An existing folder is replaced only with ``force``."""
-    out = Path(out_dir)
+    """Write ``export`` to the folder ``out_dir``, whole or not at all: written beside it,
+    then renamed into place (an existing export, replaced only with ``force``, is moved
+    aside first and put back if the rename fails)."""
+    out = Path(out_dir).expanduser()
     if out.exists() and not force:
         raise KdlicError(f"{out} exists (use --force to replace it)")
-    if out.exists() and not (out / "manifest.json").exists():
+    if out.exists() and not is_export(out):
         raise KdlicError(f"{out} exists and is not a kdlic ONNX export; not replacing it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = old = None
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's 0700 would hide it from others
         for name, data in export.graphs.items():
             (tmp / GRAPHS[name]).write_bytes(data)
         (tmp / "tables.json").write_text(json.dumps(export.tables))
         (tmp / "manifest.json").write_text(json.dumps(export.manifest, indent=2) + "\n")
         if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+        try:
+            os.replace(tmp, out)
+        except BaseException:
+            if old is not None:
+                os.replace(old, out)
+                old = None
+            raise
+        tmp = None
+    except OSError as exc:
+        raise KdlicError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    finally:
+        for leftover in (tmp, old):
+            if leftover is not None:
+                shutil.rmtree(leftover, ignore_errors=True)
     return out
 
 
 def is_export(path: str | Path) -> bool:
-    return (Path(path) / "manifest.json").is_file()
+    """Whether ``path`` is an export folder (never an error: a model name may be any
+    string, e.g. one too long for a file name)."""
+    try:
+        return (Path(path).expanduser() / "manifest.json").is_file()
+    except (OSError, ValueError):
+        return False
+
+
+# what a reader needs (checked before any of it is used)
+MANIFEST_KEYS = {"arch": str, "coder": int, "model_id": str, "model_name": str,
+                 "decoder_only": bool, "y_channels": int, "z_channels": int,
+                 "hyper_outputs": int, "frac_bits": int, "act_bits": int, "graphs": dict}
+REQUIRED_GRAPHS = ("analysis", "hyper", "synthesis")
 
 
 def read_export(path: str | Path) -> OnnxExport:
-    """An export folder written by :func:`write_export`, checked."""
-    root = Path(path)
+    """An export folder written by :func:`write_export`, checked: format and version, the
+    manifest's fields, the graphs (read from their fixed names, never from paths in the
+    manifest) and the tables' fields and sizes."""
+    root = Path(path).expanduser()
     try:
         manifest = json.loads((root / "manifest.json").read_text())
-        if manifest.get("format") != FORMAT:
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise KdlicError(f"{root} is not a kdlic ONNX export")
         if manifest.get("version") != VERSION:
             raise KdlicError(f"{root}: export version {manifest.get('version')}, this "
                              f"kdlic reads version {VERSION}")
-        graphs = {k: (root / v).read_bytes() for k, v in manifest["graphs"].items()
+        for key, kind in MANIFEST_KEYS.items():
+            if not isinstance(manifest.get(key), kind):
+                raise KdlicError(f"{root}: manifest.json lacks {key} ({kind.__name__})")
+        missing = [g for g in REQUIRED_GRAPHS if g not in manifest["graphs"]]
+        if missing:
+            raise KdlicError(f"{root}: the manifest lists no {', '.join(missing)} graph")
+        graphs = {k: (root / GRAPHS[k]).read_bytes() for k in manifest["graphs"]
                   if k in GRAPHS}
         tables = json.loads((root / "tables.json").read_text())
+        z = tables["z"]
+        if not (len(z["medians"]) == len(z["medians_fixed"]) == len(z["tables"]["cdfs"])
+                == manifest["z_channels"]):
+            raise KdlicError(f"{root}: tables.json's z tables and medians do not match "
+                             f"the manifest's {manifest['z_channels']} z channels")
+        tables["y"]["tables"]["cdfs"]  # noqa: B018  (present; compared by the reader)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise KdlicError(f"cannot read the ONNX export {root}: {exc}") from exc
     return OnnxExport(manifest, graphs, tables)
@@ -268,17 +316,28 @@ def session(graph: bytes, threads: int):
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
-    return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's own errors (InvalidProtobuf, Fail ...)
+        raise KdlicError(f"cannot load an ONNX graph of the export: "
+                         f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                         ) from exc
 
 
 class OnnxAnalysis:
-    """``(y, z) = analysis(x)`` with the analysis graph (float32 tensors)."""
+    """``(y, z) = analysis(x)`` with the analysis graph (float32 tensors); its session is
+    made at the first encode (a decoder never needs it)."""
 
     def __init__(self, graph: bytes) -> None:
-        self.session = session(graph, 1)
+        self.graph = graph
+        self._session = None
+        self._lock = threading.Lock()
 
     def __call__(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        y, z = self.session.run(["y", "z"], {"x": x.cpu().numpy()})
+        with self._lock:
+            if self._session is None:
+                self._session = session(self.graph, 1)
+        y, z = self._session.run(["y", "z"], {"x": x.cpu().numpy()})
         return torch.from_numpy(y), torch.from_numpy(z)
 
 
@@ -302,10 +361,13 @@ class OnnxSynthesis:
 
     def __init__(self, graph: bytes) -> None:
         self.graph = graph
-        self._sessions: dict[int, Any] = {}
+        self._sessions: dict[int, Any] = {1: session(graph, 1)}  # a bad graph fails here
+        self._lock = threading.Lock()
 
     def pixels(self, y_hat: Tensor, coded: Tensor | None, workers: int = 1) -> Tensor:
-        if workers not in self._sessions:
-            self._sessions[workers] = session(self.graph, workers)
-        (img,) = self._sessions[workers].run(None, {"y_hat": y_hat.cpu().float().numpy()})
+        with self._lock:
+            if workers not in self._sessions:
+                self._sessions[workers] = session(self.graph, workers)
+            run = self._sessions[workers].run
+        (img,) = run(None, {"y_hat": y_hat.cpu().float().numpy()})
         return torch.from_numpy(np.ascontiguousarray(img[0].transpose(1, 2, 0)))

@@ -117,6 +117,9 @@ def decompress_files(inputs: list[str], output: str | None, model: str | None = 
     """
     if max_pixels is not None and max_pixels < 1:
         raise KdlicError(f"the pixel limit must be at least 1, got {max_pixels}")
+    if int8 and model is None:
+        raise KdlicError("--int8 runs an ONNX export's int8 synthesis: name the export "
+                         "with -m (kdlic export MODEL --int8 --calibration FOLDER -o DIR)")
     jobs = plan_jobs(inputs, output, _find_kdl, ".png")
     for job in jobs:
         if job.target is not None:
@@ -226,14 +229,20 @@ def _identity(path: Path) -> tuple[int, int] | None:
 
 
 def _model_file(spec: str | None) -> list[Path]:
-    """The weights file a model spec names, if any (a checkpoint, or the FILE of
-    ``compressai:ARCH:QUALITY:FILE``): it is an input too."""
+    """The files a model spec names, if any (a checkpoint, the FILE of
+    ``compressai:ARCH:QUALITY:FILE``, an ONNX export's files): inputs too."""
+    from kdlic.codec.export import GRAPHS, is_export
+
     if spec is None:
         return []
+    if is_export(spec):
+        root = Path(spec).expanduser()
+        return [p for p in (root / n for n in ("manifest.json", "tables.json",
+                                                 *GRAPHS.values())) if p.exists()]
     if spec.startswith("compressai:"):
         parts = spec.split(":", 3)
         spec = parts[3] if len(parts) == 4 else ""
-    path = Path(spec)
+    path = Path(spec).expanduser()
     return [path] if spec and _identity(path) is not None else []
 
 

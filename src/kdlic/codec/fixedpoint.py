@@ -42,6 +42,7 @@ mean ``q`` is the real number ``q * 2**-F``, exact in float64 (``|q| < 2**26``).
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -149,7 +150,11 @@ class FixedPointSequential:
         x = x.to(self.device, torch.float64).clamp(-limit, limit)
         if channels is not None:
             channels = channels.to(self.device)
-        with torch.backends.cudnn.flags(enabled=False):
+        # cuDNN off on CUDA (no FFT/Winograd algorithms); the flags are process-global, so
+        # CPU calls, which may run on several threads at once, leave them alone
+        off = (torch.backends.cudnn.flags(enabled=False) if self.device.type == "cuda"
+               else contextlib.nullcontext())
+        with off:
             for i, op in enumerate(self.ops):
                 if op == "relu":
                     x = x.clamp_(min=0.0)
@@ -181,6 +186,7 @@ class TableSelector:
             raise ValueError("more than 256 scale tables")
         if thresholds[0] < 0:
             raise ValueError("scale table entries must be positive")
+        self.thresholds = thresholds  # T_i, ints
         self.top = thresholds[-1] + 1  # any scale above the last threshold: last table
         # table i for q in (T_{i-1}, T_i] (table 0 from q = 0): runs of equal bytes
         bounds = torch.tensor([-1, *thresholds, self.top], dtype=torch.int64)

@@ -34,7 +34,7 @@ import torch
 from compressai.layers import GDN
 from torch import nn
 
-from kdlic.codec.fixedpoint import ACT_BITS, FixedPointSequential, _Layer, _LeakyReLU
+from kdlic.codec.fixedpoint import ACT_BITS, FRAC_BITS, FixedPointSequential, _Layer, _LeakyReLU
 from kdlic.codec.synthesis import FrozenGDN, SubPixelConv
 
 OPSET = 17
@@ -201,7 +201,7 @@ def hyper_graph(h_s: nn.Sequential, z_channels: int):
     g.rename(x, "params_fixed")
     return g.model([("z_fixed", f64, [1, z_channels, "h", "w"])],
                    [("params_fixed", f64, [1, fixed.out_channels, "H", "W"])],
-                   "hyper", "kdlic exact fixed-point h_s (units of 2**-12, float64)")
+                   "hyper", f"kdlic exact fixed-point h_s (units of 2**-{FRAC_BITS}, float64)")
 
 
 def _fixed_layer(g: GraphBuilder, x: str, layer: _Layer) -> str:

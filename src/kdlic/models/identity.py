@@ -18,7 +18,8 @@ import hashlib
 import torch
 from torch import nn
 
-# The modules a bitstream depends on (the exact scale-hyperprior coder's encoder side).
+# The modules a bitstream depends on (the exact coders' encoder side: scale and
+# mean-scale hyperpriors).
 ENCODER_MODULES = ("g_a", "h_a", "h_s", "entropy_bottleneck")
 
 
@@ -32,8 +33,8 @@ def model_id(model: nn.Module) -> bytes:
 
 
 def encoder_args(model: nn.Module) -> dict[str, int]:
-    """The sizes of a scale hyperprior's encoder side: its N (``encoder_N`` of a
-    decoder-only student), M and z_channels."""
+    """The sizes of a hyperprior's encoder side: its N (``encoder_N`` of a decoder-only
+    student), M and z_channels."""
     return {"N": int(getattr(model, "encoder_N", model.N)), "M": int(model.M),
             "z_channels": int(model.entropy_bottleneck.channels)}
 
@@ -52,14 +53,14 @@ def encoder_hash(model: nn.Module) -> bytes:
 
 def is_decoder_only(model: nn.Module) -> bool:
     """Whether ``model`` is a decoder-only student: it records its encoder's id (a
-    ``scale-hyperprior-decoder`` built from scratch records none, all zeros, and codes
-    as an ordinary model)."""
+    decoder-only model built from scratch records none, all zeros, and codes as an
+    ordinary model)."""
     recorded = getattr(model, "encoder_id", None)
     return isinstance(recorded, torch.Tensor) and bool(recorded.any())
 
 
 def bind_encoder(student: nn.Module, teacher: nn.Module) -> None:
-    """Make ``student`` (a ``scale-hyperprior-decoder``) a decoder of ``teacher``'s
+    """Make ``student`` (a decoder-only model of the teacher's family) a decoder of ``teacher``'s
     encoder: copy the teacher's encoder side (g_a, h_a, h_s, entropy models, bit for
     bit) and record the teacher's encoder id and encoder hash."""
     state = {k: v for k, v in teacher.state_dict().items()
