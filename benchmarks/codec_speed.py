@@ -50,6 +50,7 @@ from kdlic.evaluation.metrics import psnr  # noqa: E402
 from kdlic.models import load_model  # noqa: E402
 
 CLOCK = time.perf_counter
+DATA = Path(__file__).resolve().parents[2] / "shared/data"
 
 
 def best_of(repeat: int, fn):
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default="fp32",
                    help="comma list of fp32, bf16 (torch g_s in bf16; native bf16 only), "
                    "onnx (ONNX Runtime), onnx-int8 (ONNX Runtime, int8 g_s)")
-    p.add_argument("--calibration", default="../shared/data/train",
+    p.add_argument("--calibration", default=str(DATA / "train"),
                    help="images for the onnx-int8 calibration")
     p.add_argument("--no-pillow", action="store_true")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
