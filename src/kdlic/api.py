@@ -234,7 +234,7 @@ def _decoder_student(cfg: dict[str, Any], teacher: nn.Module, start: nn.Module |
                          "student.arch unset")
     enc = encoder_args(teacher)
     for key, theirs in (("M", enc["M"]), ("z_channels", enc["z_channels"])):
-        if s[key] is not None and s[key] != theirs and key in cls.arg_names:
+        if s[key] is not None and s[key] != theirs:
             raise KdlicError(f"a decoder-only student keeps the teacher's {key} ({theirs}); "
                              f"student.{key} is {s[key]}")
     if start is None:
