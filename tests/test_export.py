@@ -45,7 +45,7 @@ def test_graphs_load_and_hyper_is_exact(exported):
     assert set(export.graphs) == {"analysis", "hyper", "synthesis", "synthesis_int8"}
     sessions = {k: ort.InferenceSession(v, providers=["CPUExecutionProvider"])
                 for k, v in export.graphs.items()}
-    z = to_fixed(torch.round(torch.randn(1, 8, 3, 5) * 4))
+    z = to_fixed(torch.round(torch.randn(2, 8, 3, 5) * 4))  # a batch: as the torch h_s
     (params,) = sessions["hyper"].run(None, {"z_fixed": z.numpy()})
     assert np.array_equal(params, FixedPointSequential(model.h_s)(z).numpy())
     x = torch.rand(1, 3, 128, 192)  # dynamic sizes: any multiple of 64

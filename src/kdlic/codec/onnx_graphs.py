@@ -1,6 +1,7 @@
 """The codec's transforms as ONNX graphs (dynamic image size), built layer by layer.
 
-Three graphs, the ones a codec outside Python needs (docs/format.md, *ONNX export*):
+Three graphs, the ones a codec outside Python needs (docs/format.md, *ONNX export*); the
+batch (1 below, the codec's) and image sizes are dynamic:
 
 * ``analysis``: ``x`` (1, 3, H, W) float32 in [0, 1], H and W multiples of 64 ->
   ``y`` (1, M, H/16, W/16) and ``z`` (1, C, H/64, W/64) float32 (g_a, then h_a of
@@ -159,9 +160,9 @@ def analysis_graph(model: nn.Module, mean_scale: bool):
     z = _float_layers(g, y if mean_scale else g.op("Abs", [y]), model.h_a)
     g.rename(y, "y")
     g.rename(z, "z")
-    return g.model([("x", f32, [1, 3, "H", "W"])],
-                   [("y", f32, [1, int(model.M), "h", "w"]),
-                    ("z", f32, [1, int(model.entropy_bottleneck.channels), "zh", "zw"])],
+    return g.model([("x", f32, ["B", 3, "H", "W"])],
+                   [("y", f32, ["B", int(model.M), "h", "w"]),
+                    ("z", f32, ["B", int(model.entropy_bottleneck.channels), "zh", "zw"])],
                    "analysis", "kdlic analysis transform: g_a, h_a")
 
 
@@ -173,8 +174,8 @@ def synthesis_graph(g_s: nn.Sequential, y_channels: int):
     x = g.op("Clip", [x, g.const(0.0), g.const(255.0)])
     g.nodes.append(g.onnx.helper.make_node("Cast", [x], ["pixels"],
                                            to=g.onnx.TensorProto.UINT8))
-    return g.model([("y_hat", g.onnx.TensorProto.FLOAT, [1, y_channels, "h", "w"])],
-                   [("pixels", g.onnx.TensorProto.UINT8, [1, 3, "H", "W"])],
+    return g.model([("y_hat", g.onnx.TensorProto.FLOAT, ["B", y_channels, "h", "w"])],
+                   [("pixels", g.onnx.TensorProto.UINT8, ["B", 3, "H", "W"])],
                    "synthesis", "kdlic synthesis transform g_s, 8-bit output")
 
 
@@ -199,8 +200,8 @@ def hyper_graph(h_s: nn.Sequential, z_channels: int):
             x = _fixed_layer(g, x, op)
         x = g.op("Clip", [x, lo, hi])
     g.rename(x, "params_fixed")
-    return g.model([("z_fixed", f64, [1, z_channels, "h", "w"])],
-                   [("params_fixed", f64, [1, fixed.out_channels, "H", "W"])],
+    return g.model([("z_fixed", f64, ["B", z_channels, "h", "w"])],
+                   [("params_fixed", f64, ["B", fixed.out_channels, "H", "W"])],
                    "hyper", f"kdlic exact fixed-point h_s (units of 2**-{FRAC_BITS}, float64)")
 
 
