@@ -59,8 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--decoder-only", action="store_const", const=True,
                    help="keep the teacher's encoder side (g_a, h_a, h_s, entropy models) "
                    "bit for bit and train only a synthesis of width --N: the student "
-                   "decodes the teacher's .kdl files (scale-hyperprior teachers; default "
-                   "preset: decoder = output + distortion, no rate) [student.decoder_only]")
+                   "decodes the teacher's .kdl files (scale or mean-scale hyperprior "
+                   "teachers; default preset: decoder = output + distortion, no rate) "
+                   "[student.decoder_only]")
     add_run_arguments(p)
     p.set_defaults(func=run)
 
