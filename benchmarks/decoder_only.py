@@ -64,26 +64,23 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     images = find_images(args.images, "test")
-    lmbda = float(load_model(args.teacher).meta["lmbda"])
     specs = [args.teacher, *args.decoders, *args.students]
-    results = kdlic.evaluate(specs, [str(i) for i in images], name="decoder-only")
-    metrics = {spec: {"bpp": results["results"]["bpp"][i],
-                      "psnr-rgb": results["results"]["psnr-rgb"][i],
-                      "rd": rd_cost(results["models"][i]["per_image"], lmbda)}
-               for i, spec in enumerate(specs)}
+    models = [load_model(spec) for spec in specs]  # each loaded once
+    lmbda = float(models[0].meta["lmbda"])
+    results = kdlic.evaluate(models, [str(i) for i in images], name="decoder-only")
     print(f"{'model':<28} {'kind':<13} {'N':>4} {'dec GMAC':>8} {'dec ms':>7} {'bpp':>6} "
           f"{'PSNR':>6} {'RD cost':>7}")
-    for spec in specs:
-        model = load_model(spec)
-        kind = ("teacher" if spec == args.teacher else
+    for i, (spec, model) in enumerate(zip(specs, models, strict=True)):
+        kind = ("teacher" if i == 0 else
                 "decoder-only" if is_decoder_only(model) else "full student")
         gmac = transform_flops(model, FRAME)["decoder"] / 2e9
-        codec = Codec(model, bf16_synthesis=args.bf16)
-        ms = decode_ms(codec, images[: args.time_images], args.repeat)
-        m = metrics[spec]
+        ms = decode_ms(Codec(model, bf16_synthesis=args.bf16), images[: args.time_images],
+                       args.repeat)
+        bpp, psnr = results["results"]["bpp"][i], results["results"]["psnr-rgb"][i]
+        rd = rd_cost(results["models"][i]["per_image"], lmbda)
         name = Path(spec).parent.name if spec.endswith(".pt") else spec
         print(f"{name[-28:]:<28} {kind:<13} {model.N:>4} {gmac:8.2f} {ms:7.1f} "
-              f"{m['bpp']:6.3f} {m['psnr-rgb']:6.2f} {m['rd']:7.3f}", flush=True)
+              f"{bpp:6.3f} {psnr:6.2f} {rd:7.3f}", flush=True)
     return 0
 
 

@@ -116,11 +116,12 @@ class Codec:
             raise KdlicError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
         model = adopt(model)
         self.device = parse_device(device)
-        if bf16_synthesis and (backend != "torch" or not fast_bf16(self.device)):
+        if bf16_synthesis and backend != "torch":
+            raise KdlicError("bf16 synthesis exists for the torch backend only")
+        if bf16_synthesis and not fast_bf16(self.device):
             raise KdlicError(f"bf16 synthesis: no native bf16 kernels on {self.device} "
                              "(oneDNN reports no bf16 support, or a GPU without native bf16); "
-                             "it would be slower than fp32" if backend == "torch" else
-                             "bf16 synthesis exists for the torch backend only")
+                             "it would be slower than fp32")
         if backend == "onnxruntime":
             if self.device.type != "cpu":
                 raise KdlicError("the onnxruntime backend runs on the CPU (--device cpu)")
@@ -172,7 +173,7 @@ class Codec:
         if (m["frac_bits"], m["act_bits"]) != (FRAC_BITS, ACT_BITS):
             raise KdlicError(f"the export's fixed point ({m['frac_bits']}, {m['act_bits']} "
                              f"bits) is not this kdlic's ({FRAC_BITS}, {ACT_BITS})")
-        if int8 and "synthesis_int8" not in export.graphs:  # (read_export checked the rest)
+        if int8 and "synthesis_int8" not in export.graphs:  # (read_export checks the rest)
             raise KdlicError("the export has no int8 synthesis: make it with "
                              "kdlic export MODEL --format onnx --int8 --calibration FOLDER")
         self.device = torch.device("cpu")
@@ -187,11 +188,6 @@ class Codec:
                     torch.tensor(z["medians"], dtype=torch.float32),
                     np.asarray(z["medians_fixed"], np.float64),
                     OnnxHyper(export.graphs["hyper"], m["hyper_outputs"] * m["y_channels"]))
-        y = export.tables["y"]  # constants of the format: the export must carry this kdlic's
-        if (tables_from_json(y["tables"]).digest() != self.y_tables.tables.digest()
-                or y["thresholds"] != self._select.thresholds):
-            raise KdlicError("the export's Gaussian tables or scale thresholds are not this "
-                             "kdlic's (docs/format.md, Tables)")
         self._synthesis = OnnxSynthesis(export.graphs["synthesis_int8" if int8 else "synthesis"])
         self._analysis = OnnxAnalysis(export.graphs["analysis"])
 

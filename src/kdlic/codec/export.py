@@ -42,7 +42,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from kdlic.codec.fixedpoint import ACT_BITS, FRAC_BITS, FixedPointSequential, TableSelector
+from kdlic.codec.fixedpoint import (
+    ACT_BITS,
+    FRAC_BITS,
+    FixedPointSequential,
+    scale_thresholds,
+)
 from kdlic.codec.tables import SCALE_TABLE, Tables, bottleneck_tables, gaussian_tables
 from kdlic.errors import KdlicError
 from kdlic.utils.files import current_umask
@@ -120,7 +125,7 @@ def build_export(model: nn.Module, calibration: Iterable[str | Path] | None = No
               "medians_fixed": [int(v) for v in np.rint(medians * 2.0**FRAC_BITS)],
               "tables": _tables_json(z_tables)},
         "y": {"scale_table": list(SCALE_TABLE),
-              "thresholds": TableSelector(SCALE_TABLE).thresholds,
+              "thresholds": scale_thresholds(SCALE_TABLE),
               "tables": _tables_json(gaussian_tables())},
     }
     manifest = {
@@ -225,7 +230,11 @@ def read_export(path: str | Path) -> OnnxExport:
                 == manifest["z_channels"]):
             raise KdlicError(f"{root}: tables.json's z tables and medians do not match "
                              f"the manifest's {manifest['z_channels']} z channels")
-        tables["y"]["tables"]["cdfs"]  # noqa: B018  (present; compared by the reader)
+        y = tables["y"]  # constants of the format: an export must carry this kdlic's
+        if (tables_from_json(y["tables"]).digest() != gaussian_tables().digest()
+                or y["thresholds"] != scale_thresholds(SCALE_TABLE)):
+            raise KdlicError(f"{root}: the Gaussian tables or scale thresholds are not this "
+                             "kdlic's (docs/format.md, Tables)")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise KdlicError(f"cannot read the ONNX export {root}: {exc}") from exc
     return OnnxExport(manifest, graphs, tables)

@@ -179,14 +179,13 @@ class TableSelector:
     """
 
     def __init__(self, scale_table, device: str | torch.device = "cpu") -> None:
-        thresholds = [math.floor(s * 2**FRAC_BITS) for s in scale_table[:-1]]
+        thresholds = scale_thresholds(scale_table)
         if any(b <= a for a, b in zip(thresholds, thresholds[1:], strict=False)):
             raise ValueError("scale table entries must increase and be at least 2**-F apart")
         if len(thresholds) > 255:
             raise ValueError("more than 256 scale tables")
         if thresholds[0] < 0:
             raise ValueError("scale table entries must be positive")
-        self.thresholds = thresholds  # T_i, ints
         self.top = thresholds[-1] + 1  # any scale above the last threshold: last table
         # table i for q in (T_{i-1}, T_i] (table 0 from q = 0): runs of equal bytes
         bounds = torch.tensor([-1, *thresholds, self.top], dtype=torch.int64)
@@ -200,6 +199,11 @@ class TableSelector:
             q = np.clip(scales_fixed.numpy(), 0, self.top).astype(np.int32)
             return torch.from_numpy(self._lut_np[q]).to(torch.int64)
         return self.lut[scales_fixed.clamp(0, self.top).to(torch.int64)].to(torch.int64)
+
+
+def scale_thresholds(scale_table) -> list[int]:
+    """The integer thresholds ``T_i = floor(s_i * 2**F)`` of all but the last scale."""
+    return [math.floor(s * 2**FRAC_BITS) for s in scale_table[:-1]]
 
 
 def to_fixed(values: Tensor) -> Tensor:
