@@ -21,7 +21,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
+from learning_curve import BAR_BPP, BAR_PSNR  # issue 11's bar, one place (benchmarks/)
 
 import kdlic
 from kdlic.errors import KdlicError
@@ -119,19 +121,51 @@ def kd_pairs(work: Path) -> str:
     return "\n".join(rows) + "\n"
 
 
-def teachers_vs_compressai(work: Path) -> str:
-    """Our teachers' BD-rate against CompressAI's published hyperprior curve."""
+def _bd(ref: tuple[list[float], list[float]], test: tuple[list[float], list[float]]
+        ) -> tuple[float, float] | None:
+    """(BD-rate %, BD-PSNR dB) of the curve ``test`` against ``ref`` ((bpps, PSNRs) each),
+    or None where the curves share no PSNR range or one is not monotonic."""
+    try:
+        return bd_rate(*ref, *test), bd_psnr(*ref, *test)
+    except KdlicError:
+        return None
+
+
+def teachers_against_bars(work: Path) -> str:
+    """Issue 11's bars: teacher-q5's Kodak point against WebP's level, and the teachers'
+    curve against CompressAI's published hyperprior curve and each classic codec."""
     doc = json.loads((work / "teachers.json").read_text())
-    ours = sorted(zip(doc["results"]["bpp"], doc["results"]["psnr-rgb"], strict=True))
-    ref = COMPRESSAI_HYPERPRIOR
-    curves = [ref["bpp"], ref["psnr-rgb"], [b for b, _ in ours], [q for _, q in ours]]
-    cells = _bd_cells(curves)
-    return ("## Teachers against CompressAI\n\n"
-            f"Our {len(ours)} teachers against {ref['name']}, {len(ref['bpp'])} qualities: "
-            f"BD-rate **{cells[0]} %** (the extra rate our teachers need for the same PSNR), "
-            f"BD-PSNR **{cells[1]} dB** (PCHIP on log10 bpp; the BD-rate is taken over the "
-            f"PSNR range both curves cover, {max(ours[0][1], min(ref['psnr-rgb'])):.2f} to "
-            f"{min(ours[-1][1], max(ref['psnr-rgb'])):.2f} dB).\n")
+    points = {m["model"]: (doc["results"]["bpp"][i], doc["results"]["psnr-rgb"][i])
+              for i, m in enumerate(doc["models"])}
+    ours = sorted(points.values())
+    curve = ([b for b, _ in ours], [q for _, q in ours])
+    # (name, curve, bar: (text, test of the BD-rate) or None)
+    refs = [(COMPRESSAI_HYPERPRIOR["name"], COMPRESSAI_HYPERPRIOR, ("<= +25 %", lambda r: r <= 25))]
+    for path in sorted((work / "baselines").glob("*.json")):
+        baseline = json.loads(path.read_text())
+        refs.append((f"{baseline['name']} (kdlic baselines)", baseline["results"],
+                     ("< 0 %", lambda r: r < 0) if baseline["name"] == "webp" else None))
+    rows = ["## Teachers against the bars\n",
+            f"The {len(ours)} teachers' curve against each reference (PCHIP on log10 bpp, over "
+            "the PSNR range both cover; negative BD-rate: ours needs fewer bits). Bars "
+            "(issue 11): below WebP, within +25 % of CompressAI's published curve.\n",
+            "| reference | BD-rate (%) | BD-PSNR (dB) | bar | met |", "|---|---|---|---|---|"]
+    for name, ref, bar in refs:
+        bd = _bd((ref["bpp"], ref["psnr-rgb"]), curve)
+        cells = ["n/a", "n/a"] if bd is None else [f"{bd[0]:+.1f}", f"{bd[1]:+.2f}"]
+        verdict = "" if bar is None or bd is None else ("yes" if bar[1](bd[0]) else "**no**")
+        rows.append(f"| {name} | {cells[0]} | {cells[1]} | {bar[0] if bar else ''} | {verdict} |")
+    q5 = zoo_teacher(0.025)
+    bpp, psnr = points[q5]
+    met = psnr >= BAR_PSNR and bpp <= BAR_BPP
+    rows.append(f"\n{q5}: **{psnr:.2f} dB at {bpp:.3f} bpp** against the bar of {BAR_PSNR} dB "
+                f"at no more than {BAR_BPP} bpp (WebP's level): "
+                f"{'met' if met else '**not met**'}.")
+    if curve[0][0] <= BAR_BPP <= curve[0][-1]:  # the curve's PSNR at the bar's rate
+        at_bar = float(np.interp(np.log10(BAR_BPP), np.log10(curve[0]), curve[1]))
+        rows[-1] += (f" The teachers' curve gives {at_bar:.2f} dB at {BAR_BPP} bpp "
+                     "(linear in log bpp between its two nearest points).")
+    return "\n".join(rows) + "\n"
 
 
 def loss_variants(work: Path) -> str:
@@ -222,7 +256,7 @@ def main() -> int:
         "![PSNR vs bpp](results/plots/rd_psnr.png)\n",
     ]
     parts.append(zoo_table())
-    parts.append(teachers_vs_compressai(work))
+    parts.append(teachers_against_bars(work))
     parts.append(kd_pairs(work))
     parts.append(loss_variants(work))
     for name, title in (("size", "Size"), ("compute", "Compute and speed"),

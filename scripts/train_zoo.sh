@@ -4,6 +4,8 @@
 # Each run lives in ~/.cache/kdlic/runs/NAME and resumes from its last.pt when killed;
 # `scripts/train_zoo.sh export NAME...` then copies their best checkpoints into the package.
 # The student-n16-{l1,none} pair at lambda 0.025 was trained the same way (4000 steps).
+# The five teachers (issue 11): `scripts/train_zoo.sh teachers`, the long teacher-q5 run and
+# four rate fine-tunes of its step-20,000 snapshot (docs/training.md).
 set -euo pipefail
 KDLIC=${KDLIC:-.venv/bin/kdlic}
 RUNS=${RUNS:-$HOME/.cache/kdlic/runs}
@@ -26,6 +28,13 @@ student() {  # student NAME TEACHER N PRESET STEPS
 }
 
 case ${1:-} in
+teachers)
+    run teacher-q5-long train -c configs/teacher-q5-long.yaml
+    for rate in "q1 0.0018" "q2 0.0035" "q3 0.0067" "q4 0.0130"; do
+        read -r q lmbda <<< "$rate"
+        run "teacher-$q-long" train -c configs/teacher-rate-finetune.yaml --lmbda "$lmbda"
+    done
+    ;;
 A)
     teacher teacher-q3 0.0067
     student student-n16-l1-q3 "$RUNS/teacher-q3/best.pt" 16 L1 4000
@@ -47,17 +56,20 @@ B)
 export)  # copy the finished runs into the package (fp16, Kodak figures in the metadata)
     shift
     for name in "$@"; do
+        run_dir=$RUNS/$name
+        [[ $name == teacher-q? ]] && run_dir=$RUNS/$name-long  # the teachers' runs
         teacher=()
         case $name in
         student-*-q1) teacher=(--teacher teacher-q1) ;;
         student-*-q3) teacher=(--teacher teacher-q3) ;;
         esac
-        "$KDLIC" zoo export "$RUNS/$name/best.pt" "$name" --images ../shared/data/kodak \
+        "$KDLIC" zoo export "$run_dir/best.pt" "$name" --images ../shared/data/kodak \
             "${teacher[@]}"
     done
     ;;
 *)
     echo "usage: $0 A|B   (two queues; run both at once on a 2-core machine)" >&2
+    echo "       $0 teachers   (the five teachers, one after another)" >&2
     echo "       $0 export NAME...   (put finished runs into the zoo)" >&2
     exit 2
     ;;
