@@ -60,12 +60,25 @@ def zoo_table() -> str:
     """How each zoo model was trained (the figures above depend on it)."""
     rows = ["## The models\n", "| model | kind | N | lambda | steps | teacher | preset |",
             "|---|---|---|---|---|---|---|"]
+    unrecorded = False
     for name in zoo_names():
         i = zoo_info(name)
+        teacher = i["teacher"] or ""
+        if teacher and i["teacher_step"] is not None:
+            teacher += f" ({i['teacher_step']:,} steps)"
+        elif teacher:
+            teacher, unrecorded = teacher + " *", True
         rows.append(f"| {name} | {i['kind']} | {i['N']} | {i['lmbda']} | {i['steps']} | "
-                    f"{i['teacher'] or ''} | {i['preset'] or ''} |")
-    rows.append("\nsteps: the step of the shipped checkpoint, the run's best validation (every "
-                "student run trained 4000 steps; `scripts/train_zoo.sh` lists the runs).")
+                    f"{teacher} | {i['preset'] or ''} |")
+    rows.append("\nsteps: the run's own steps to the shipped checkpoint (its best validation); "
+                "a run warm-started from another model (`init` in its config) adds to that "
+                "model's steps, docs/training.md gives the teachers' totals "
+                "(`scripts/train_zoo.sh` lists the runs).")
+    if unrecorded:
+        rows.append("\n\\* distilled before students recorded their teacher's step: from the "
+                    "zoo's earlier teachers of that name (teacher-q5: 5,446 steps; teacher-q1 "
+                    "and teacher-q3: 500- and 300-step fine-tunes of it; in git history), not "
+                    "from the teachers listed here.")
     return "\n".join(rows) + "\n"
 
 

@@ -91,6 +91,10 @@ def test_a_dataset_and_a_dataloader_train(tmp_path):
     run = kdlic.distill(run.model, 4, loader, steps=3, run_dir=tmp_path / "dl",
                         val_data=Crops(2).images, overrides=TINY)
     assert run.steps == 3 and (tmp_path / "dl" / "metrics.jsonl").is_file()
+    # the student names its teacher's version, not only its name (a zoo name may be retrained)
+    teachers = load_model(run.best).meta["teachers"]
+    assert [(t["source"], t["step"], t["lmbda"]) for t in teachers] == \
+        [(str(tmp_path / "ds" / "best.pt"), 2, 0.01)]
 
 
 @pytest.mark.parametrize("data, message", [

@@ -33,7 +33,7 @@ from kdlic.data.user import is_user_data
 from kdlic.distillation.cache import CachedTeacherCrops
 from kdlic.distillation.config import DISTILL_DEFAULTS, check_distill_config, kd_weights
 from kdlic.distillation.objective import Distillation
-from kdlic.distillation.teacher import FrozenTeacher
+from kdlic.distillation.teacher import FrozenTeacher, teacher_record
 from kdlic.distillation.terms import TERMS
 from kdlic.errors import KdlicError
 from kdlic.models import (
@@ -399,7 +399,8 @@ def distill(
                                       cache_dir, progress=cfg["runtime"]["progress"])
 
     trainer = Trainer(cfg, start, objective, kind="distill", resume=resume, wrap_source=wrap,
-                      data=user_data, val_data=val_data)
+                      data=user_data, val_data=val_data,
+                      meta={"teachers": [teacher_record(t.model) for t in teachers]})
     return _finish(trainer, trainer.fit())
 
 

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
 from kdlic.models import adopt
 from kdlic.models.latents import LATENTS, forward_with_latents, set_transform_dtype
 from kdlic.utils.device import parse_device, resolve_bf16
+
+
+def teacher_record(model: nn.Module) -> dict[str, Any]:
+    """What identifies a teacher in its student's checkpoint (``meta["teachers"]``): the
+    name it was loaded by, and its training step, lambda and Kodak figures where its own
+    checkpoint records them. A zoo name alone does not: a zoo model may be retrained."""
+    meta = getattr(model, "meta", None) or {}
+    kodak = meta.get("kodak") or {}
+    return {"source": getattr(model, "source", None), "step": meta.get("step"),
+            "lmbda": meta.get("lmbda"),
+            "kodak": {k: kodak[k] for k in ("bpp", "psnr-rgb") if k in kodak} or None}
 
 
 class FrozenTeacher:

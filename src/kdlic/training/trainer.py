@@ -155,6 +155,8 @@ class Trainer:
             with one whose crops carry cached teacher outputs).
         data: a user's ``Dataset`` or ``DataLoader`` of images instead of the config's
             folders (:mod:`kdlic.data.user`); ``val_data`` its validation images.
+        meta: more facts for every checkpoint's ``meta`` (e.g. which teachers, at which
+            step, a student learnt from).
     """
 
     def __init__(
@@ -167,8 +169,10 @@ class Trainer:
         wrap_source: Callable[[CropSource], CropSource] | None = None,
         data: UserData | None = None,
         val_data: Any = None,
+        meta: dict[str, Any] | None = None,
     ) -> None:
         self.cfg = cfg
+        self.extra_meta = meta or {}
         self.data, self.val_data = data, val_data
         self.kind = kind
         self.wrap_source = wrap_source
@@ -236,6 +240,7 @@ class Trainer:
             "machine": self.machine,
             "config": self.cfg,
             "metrics": {"val": self.last_val, "best_val_rd_loss": self.best_rd},
+            **self.extra_meta,
         }
 
     def _elapsed(self) -> float:

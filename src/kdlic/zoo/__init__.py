@@ -63,6 +63,9 @@ def zoo_info(name: str) -> dict[str, Any]:
         "steps": meta.get("step"),
         "train_s": meta.get("elapsed_s"),  # training wall-clock up to the shipped step
         "teacher": cfg.get("teacher"),
+        # the teacher's training step when distilled (students distilled before kdlic
+        # recorded it have None)
+        "teacher_step": (meta.get("teachers") or [{}])[0].get("step"),
         "preset": cfg.get("kd", {}).get("preset"),
         "data": cfg.get("data", {}).get("train"),
         "params": sum(v.numel() for k, v in ckpt["state_dict"].items()
