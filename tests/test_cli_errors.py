@@ -1,5 +1,6 @@
 """Bad input: one line naming the problem, exit code 2, no traceback, no output file."""
 
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -50,6 +51,16 @@ def ckpt(tmp_path_factory):
     path = tmp_path_factory.mktemp("ck") / "m.pt"
     save_checkpoint(path, build_model("scale-hyperprior", 8, 16), {"lmbda": 0.01})
     return path
+
+
+def test_a_reader_that_leaves_early_is_no_error():
+    """`kdlic zoo list | head -1`: the pipe closes before kdlic writes; no traceback."""
+    read, write = os.pipe()
+    os.close(read)
+    proc = subprocess.run([sys.executable, "-m", "kdlic", "zoo", "list"], stdout=write,
+                          stderr=subprocess.PIPE, text=True)
+    os.close(write)
+    assert proc.stderr == "" and proc.returncode == 141  # 128 + SIGPIPE, as a shell says
 
 
 def test_evaluate_missing_folder(kdlic, ckpt, tmp_path):

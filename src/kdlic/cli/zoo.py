@@ -39,11 +39,13 @@ def run(args: argparse.Namespace) -> int:
               f"(fp32: {kodak['fp32_bpp']:.4f}, {kodak['fp32_psnr-rgb']:.2f} dB)")
         return 0
     if args.zoo_command == "show":
-        for key, value in zoo_info(args.name).items():
+        info = zoo_info(args.name)
+        width = max(map(len, info))
+        for key, value in info.items():
             if isinstance(value, dict):
                 value = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                   for k, v in value.items())
-            print(f"{key:10s} {value}")
+            print(f"{key:{width}s} {'not recorded' if value is None else value}")
         return 0
     names = zoo_names()
     if not names:
