@@ -63,18 +63,36 @@ def machine_columns(meta: dict) -> dict:
     return {k: machine.get(k, "not recorded") for k in ("cpu", "device", "bf16", "threads")}
 
 
+def lineage(spec: str) -> tuple[int, float]:
+    """Steps and hours of training behind model ``spec``, its warm starts included: each
+    checkpoint's config names the ``init`` it started from, back to a run from scratch."""
+    steps, hours, seen = 0, 0.0, set()
+    while spec and spec not in seen:  # a zoo name re-used by its own successor ends it
+        seen.add(spec)
+        meta = load_model(spec).meta
+        steps += meta.get("step", 0)
+        hours += meta.get("elapsed_s", 0.0) / 3600
+        spec = meta.get("config", {}).get("init")
+    return steps, hours
+
+
 def curve_rows(run_dir: Path, images: list[Path]) -> list[dict]:
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     lmbda = cfg["lmbda"]
     rows = []
     init_steps, init_hours = 0, 0.0
     if cfg.get("init"):
-        meta = load_model(cfg["init"]).meta
-        init_steps, init_hours = meta.get("step", 0), meta.get("elapsed_s", 0.0) / 3600
         cache = run_dir / "snapshots" / "init.kodak.json"
-        rows.append({"total_steps": init_steps, "run_step": 0, "hours": init_hours,
-                     **kodak_figures(cfg["init"], images, lmbda, cache),
-                     **machine_columns(meta)})
+        figures = kodak_figures(cfg["init"], images, lmbda, cache)
+        # The warm start's history is read once and kept with its figures: a zoo name in
+        # `init` may later name a retrained model.
+        if "total_steps" not in figures:
+            steps, hours = lineage(cfg["init"])
+            figures.update(total_steps=steps, hours=hours,
+                           **machine_columns(load_model(cfg["init"]).meta))
+            write_json(cache, figures)
+        init_steps, init_hours = figures["total_steps"], figures["hours"]
+        rows.append({"run_step": 0, **figures})
     for snap in sorted((run_dir / "snapshots").glob("step-*.pt")):
         meta = read_checkpoint(snap)["meta"]
         figures = kodak_figures(str(snap), images, lmbda, snap.with_suffix(".kodak.json"))
