@@ -22,6 +22,7 @@ Every model is also scored on the first photos of train/ (``--train-images``), w
 every variant trained on: the gap between that cost and Kodak's shows whether 40
 photos overfit.
 * ``lr``: ``warmup`` with a peak lr of 6e-4.
+* ``crop256``: ``data`` with crops of 256 px, batch 2 (the same pixels per step).
 
     python benchmarks/teacher_recipe.py --steps 600          # all variants
     python benchmarks/teacher_recipe.py --steps 600 --variants base,warmup
@@ -53,13 +54,17 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared/data"
 
 WARMUP = {"optim": {"warmup_steps": 200, "ema": 0.999}}
+MORE_DATA = {"data": {"train": [str(DATA / "train"), str(DATA / "train-extra")],
+                      "downscale": 0.5}}
 VARIANTS: dict[str, list[dict]] = {
     "base": [],
     "warmup": [WARMUP],
     "mixed": [WARMUP, {"quantization": "mixed"}],
-    "data": [WARMUP, {"data": {"train": [str(DATA / "train"), str(DATA / "train-extra")],
-                               "downscale": 0.5}}],
+    "data": [WARMUP, MORE_DATA],
     "lr": [WARMUP, {"optim": {"lr": 6e-4}}],
+    # the same pixels per step as 8 x 128^2 (CompressAI trains on 256^2 crops): at 128 px
+    # the hyper-latent z of a crop is 2 x 2, at 256 px 4 x 4 (Kodak's is 8 x 12)
+    "crop256": [WARMUP, MORE_DATA, {"data": {"crop": 256, "batch_size": 2}}],
 }
 
 
