@@ -18,11 +18,12 @@ The variants (``--variants``, comma list; each adds one change to ``base``):
 * ``data``: ``warmup`` + train-extra/ (238 photos instead of 40) + random downscaling
   (factor 0.5-1).
 
+* ``lr``: ``warmup`` with a peak lr of 6e-4.
+* ``crop256``: ``data`` with crops of 256 px, batch 2 (the same pixels per step).
+
 Every model is also scored on the first photos of train/ (``--train-images``), which
 every variant trained on: the gap between that cost and Kodak's shows whether 40
 photos overfit.
-* ``lr``: ``warmup`` with a peak lr of 6e-4.
-* ``crop256``: ``data`` with crops of 256 px, batch 2 (the same pixels per step).
 
     python benchmarks/teacher_recipe.py --steps 600          # all variants
     python benchmarks/teacher_recipe.py --steps 600 --variants base,warmup
