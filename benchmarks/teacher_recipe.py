@@ -17,7 +17,6 @@ The variants (``--variants``, comma list; each adds one change to ``base``):
 * ``mixed``: ``warmup`` + mixed quantisation (straight-through rounding for g_s/h_s).
 * ``data``: ``warmup`` + train-extra/ (238 photos instead of 40) + random downscaling
   (factor 0.5-1).
-
 * ``lr``: ``warmup`` with a peak lr of 6e-4.
 * ``crop256``: ``data`` with crops of 256 px, batch 2 (the same pixels per step).
 
