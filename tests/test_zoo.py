@@ -10,7 +10,7 @@ from kdlic.codec import Codec
 from kdlic.data.images import find_images, load_rgb
 from kdlic.evaluation.metrics import psnr
 from kdlic.models import load_model
-from kdlic.zoo import zoo_info, zoo_names
+from kdlic.zoo import BUDGET_BYTES, zoo_bytes, zoo_info, zoo_names
 
 from .conftest import KODAK
 
@@ -20,7 +20,12 @@ def test_zoo_list_prints_every_model(capsys):
     out = capsys.readouterr().out
     for name in zoo_names():
         assert name in out
-    assert f"{len(zoo_names())} models," in out and "MiB of weights" in out
+    assert f"{len(zoo_names())} models, {zoo_bytes() / 1e6:.1f} MB of weights" in out
+
+
+def test_the_zoo_fits_its_budget():
+    """The weights ship in the wheel: PyPI refuses wheels over 100 MB."""
+    assert 0 < zoo_bytes() <= BUDGET_BYTES
 
 
 @pytest.mark.parametrize("name", zoo_names())
@@ -64,3 +69,59 @@ def test_published_results_describe_the_shipped_zoo():
         psnr_cell, bpp_cell = size[name][-2:]  # "24.34 (-4.49 dB)", "0.5963 (-25.6%)"
         assert float(psnr_cell.split()[0]) == pytest.approx(info["kodak"]["psnr-rgb"], abs=0.011)
         assert float(bpp_cell.split()[0]) == pytest.approx(info["kodak"]["bpp"], abs=2e-4)
+
+
+@pytest.fixture
+def empty_zoo(tmp_path, monkeypatch):
+    """The zoo's weights folder, empty, in tmp_path (the package's own is left alone)."""
+    import kdlic.zoo
+    import kdlic.zoo.export
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    monkeypatch.setattr(kdlic.zoo, "WEIGHTS_DIR", weights)
+    monkeypatch.setattr(kdlic.zoo.export, "WEIGHTS_DIR", weights)
+    # an untrained tiny model codes 2 small images in ~0.05 bpp, where a byte is over 1 %
+    monkeypatch.setattr(kdlic.zoo.export, "MAX_BPP_DRIFT", 0.05)
+    return weights
+
+
+def test_export_writes_fp16_weights_with_their_figures(empty_zoo, tiny_model, image_dir,
+                                                       tmp_path):
+    from kdlic.utils.checkpoint import save_checkpoint
+    from kdlic.zoo.export import export_to_zoo
+
+    source = tmp_path / "run.pt"
+    save_checkpoint(source, tiny_model, {"kind": "train", "lmbda": 0.01, "step": 7})
+    images = find_images(image_dir)[:2]
+    figures = export_to_zoo(str(source), "tiny", images, progress=False)
+    assert zoo_names() == ["tiny"] and [p.name for p in empty_zoo.iterdir()] == ["tiny.pt"]
+    info = zoo_info("tiny")
+    assert info["steps"] == 7 and info["kodak"] == figures and figures["images"] == 2
+    assert abs(figures["psnr-rgb"] - figures["fp32_psnr-rgb"]) <= 0.05
+
+
+def test_export_refuses_to_outgrow_the_budget_and_writes_nothing(empty_zoo, tiny_model,
+                                                                  image_dir, tmp_path,
+                                                                  monkeypatch):
+    import kdlic.zoo.export
+    from kdlic.errors import KdlicError
+    from kdlic.utils.checkpoint import save_checkpoint
+    from kdlic.zoo.export import export_to_zoo
+
+    source = tmp_path / "run.pt"
+    save_checkpoint(source, tiny_model, {"kind": "train", "lmbda": 0.01, "step": 7})
+    images = find_images(image_dir)[:2]
+    export_to_zoo(str(source), "a", images, progress=False)
+    size = zoo_bytes()
+    # room for one such model: re-exporting "a" replaces it, a second name does not fit
+    monkeypatch.setattr(kdlic.zoo.export, "BUDGET_BYTES", size + size // 2)
+    export_to_zoo(str(source), "a", images, progress=False)
+    with pytest.raises(KdlicError, match=r"over the \d+ MB budget"):
+        export_to_zoo(str(source), "b", images, progress=False)
+    assert [p.name for p in empty_zoo.iterdir()] == ["a.pt"] and zoo_bytes() == size
+    # and a model that fp16 would change is refused, also without a trace
+    monkeypatch.setattr(kdlic.zoo.export, "MAX_PSNR_DRIFT_DB", -1.0)
+    with pytest.raises(KdlicError, match="fp16 changes c"):
+        export_to_zoo(str(source), "c", images, progress=False)
+    assert [p.name for p in empty_zoo.iterdir()] == ["a.pt"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from kdlic.zoo import zoo_info, zoo_names
+from kdlic.zoo import BUDGET_BYTES, zoo_bytes, zoo_info, zoo_names
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -59,6 +59,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name:24s} {i['N']:4d} {i['M']:4d} {i['lmbda']:7.4f} {i['steps'] or 0:7d} "
               f"{i['params'] / 1e6:7.2f}M {k.get('bpp', float('nan')):9.4f} "
               f"{k.get('psnr-rgb', float('nan')):8.2f}")
-    total = sum(zoo_info(name)["file_mb"] for name in names)
-    print(f"{len(names)} models, {total:.1f} MiB of weights in the package")
+    print(f"{len(names)} models, {zoo_bytes() / 1e6:.1f} MB of weights in the package "
+          f"(budget {BUDGET_BYTES / 1e6:.0f} MB: PyPI's wheels take 100 MB)")
     return 0

@@ -11,7 +11,7 @@ from kdlic.errors import KdlicError
 from kdlic.evaluation.evaluate import evaluate_models
 from kdlic.models import load_model
 from kdlic.utils.checkpoint import save_checkpoint
-from kdlic.zoo import WEIGHTS_DIR
+from kdlic.zoo import BUDGET_BYTES, WEIGHTS_DIR, zoo_bytes
 
 # fp16 storage must not change what users get: max PSNR / bpp drift allowed on export.
 MAX_PSNR_DRIFT_DB = 0.05
@@ -44,5 +44,13 @@ def export_to_zoo(source: str, name: str, images: Sequence[Path], teacher: str |
     meta["kodak"] = {"images": len(images), "bpp": bpp16, "psnr-rgb": psnr16,
                      "ms-ssim-rgb": r["ms-ssim-rgb"][1], "fp32_psnr-rgb": psnr32,
                      "fp32_bpp": bpp32}
-    save_checkpoint(WEIGHTS_DIR / f"{name}.pt", model, meta, half=True, pack=True)
+    with tempfile.TemporaryDirectory(dir=WEIGHTS_DIR) as tmp:
+        packed = Path(tmp) / f"{name}.pt"
+        save_checkpoint(packed, model, meta, half=True, pack=True)
+        total = zoo_bytes(replacing=name) + packed.stat().st_size
+        if total > BUDGET_BYTES:
+            raise KdlicError(f"with {name} the zoo's weights would take {total / 1e6:.1f} MB, "
+                             f"over the {BUDGET_BYTES / 1e6:.0f} MB budget (PyPI's wheels "
+                             "take 100 MB): drop a superseded model first")
+        packed.replace(WEIGHTS_DIR / f"{name}.pt")
     return meta["kodak"]
