@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
             if isinstance(value, dict):
                 value = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                   for k, v in value.items())
-            print(f"{key:{width}s} {'not recorded' if value is None else value}")
+            print(f"{key:{width}s} {'-' if value is None else value}")
         return 0
     names = zoo_names()
     if not names:
