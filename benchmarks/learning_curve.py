@@ -12,7 +12,10 @@ training.
 
 writes ``teacher-q5-curve.csv`` (one row per point: steps, hours, Kodak bpp, PSNR,
 MS-SSIM, the RD cost ``bpp + lambda * 255^2 * MSE`` that training minimises, and the
-machine the step was trained on) and ``teacher-q5-curve.png``.
+machine the step was trained on) and ``teacher-q5-curve.png``. With ``--fit-until 25446``
+it also fits RD cost = a + b * steps^-c to the points of the constant-lr phase (up to that
+total step) and says where each fit meets issue 11's bar: the honest extrapolation of the
+steps the bar would take.
 """
 
 from __future__ import annotations
@@ -104,7 +107,37 @@ def curve_rows(run_dir: Path, images: list[Path]) -> list[dict]:
     return rows
 
 
-def plot(rows: list[dict], title: str, path: Path) -> None:
+def bar_rd_cost(lmbda: float) -> float:
+    """The RD cost of the bar's point (BAR_PSNR at BAR_BPP) at ``lmbda``."""
+    return BAR_BPP + lmbda * 255**2 * 10 ** (-BAR_PSNR / 10)
+
+
+def extrapolate(rows: list[dict], until: int, lmbda: float) -> list[str]:
+    """Fits of RD cost = a + b * (steps / 10^4)^-c to the points up to ``until`` total
+    steps (a constant-lr phase), over all of them and without the first: each fit's
+    asymptote a and the steps at which it reaches the bar's RD cost (if ever)."""
+    from scipy.optimize import curve_fit
+
+    points = [(r["total_steps"], r["rd_cost"]) for r in rows if r["total_steps"] <= until]
+    target = bar_rd_cost(lmbda)
+    lines = [f"bar's RD cost at lambda {lmbda}: {target:.4f}"]
+    for first in (0, 1):
+        steps, cost = (list(v) for v in zip(*points[first:], strict=True))
+        if len(steps) < 4:
+            lines.append(f"fit from {steps[0] if steps else '-'} steps: too few points")
+            continue
+        def law(s, a, b, c):
+            return a + b * (s / 1e4) ** -c
+        (a, b, c), _ = curve_fit(law, steps, cost, p0=[min(cost) * 0.9, 1.0, 1.0],
+                                 maxfev=20000)
+        reach = (f"reaches it at {1e4 * ((target - a) / b) ** (-1 / c):,.0f} steps"
+                 if a < target and b > 0 else "never reaches it")
+        lines.append(f"fit over {len(steps)} points from {steps[0]:,} steps: asymptote "
+                     f"{a:.4f} (b {b:.3f}, c {c:.2f}); {reach}")
+    return lines
+
+
+def plot(rows: list[dict], title: str, path: Path, bars: bool = True) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -112,7 +145,8 @@ def plot(rows: list[dict], title: str, path: Path) -> None:
 
     steps = [r["total_steps"] / 1000 for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    panels = [("psnr", "Kodak PSNR (dB)", BAR_PSNR), ("bpp", "Kodak bpp", BAR_BPP),
+    panels = [("psnr", "Kodak PSNR (dB)", BAR_PSNR if bars else None),
+              ("bpp", "Kodak bpp", BAR_BPP if bars else None),
               ("rd_cost", "RD cost (bpp + lambda 255^2 MSE)", None)]
     for ax, (key, label, bar) in zip(axes, panels, strict=True):
         ax.plot(steps, [r[key] for r in rows], "o-", ms=3)
@@ -136,14 +170,22 @@ def main() -> int:
                    help="output stem: writes STEM.csv and STEM.png")
     p.add_argument("--kodak", type=Path, default=KODAK)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--fit-until", type=int, metavar="STEPS",
+                   help="extrapolate the RD cost from the points up to STEPS total steps "
+                        "(a constant-lr phase) to the bar's")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     run_dir = args.run_dir.expanduser()
     rows = curve_rows(run_dir, find_images(args.kodak))
+    lmbda = yaml.safe_load((run_dir / "config.yaml").read_text())["lmbda"]
     out = args.output
     atomic_write(out.with_suffix(".csv"), lambda f: _write_csv(f, rows), mode="w")
-    plot(rows, f"{run_dir.name}: Kodak, real bitstreams", out.with_suffix(".png"))
+    # the bar is teacher-q5's, at lambda 0.025
+    plot(rows, f"{run_dir.name}: Kodak, real bitstreams", out.with_suffix(".png"),
+         bars=lmbda == 0.025)
     print(f"wrote {out.with_suffix('.csv')} and {out.with_suffix('.png')} ({len(rows)} points)")
+    if args.fit_until:
+        print("\n".join(extrapolate(rows, args.fit_until, lmbda)))
     return 0
 
 
