@@ -97,6 +97,11 @@ def train_variant(cfg: dict) -> Path:
     """Train (or resume) one variant; returns its last.pt."""
     last = Path(cfg["run_dir"]).expanduser() / "last.pt"
     resume = last.is_file()
+    if resume and read_checkpoint(last)["meta"]["config"].get("init") != cfg["init"]:
+        # a zoo name (the default --init) may since name a retrained model: its old run
+        # would be scored as this one's
+        raise SystemExit(f"{last.parent} holds a run from another --init; choose another "
+                         "--run-dir")
     if resume and read_checkpoint(last)["meta"]["step"] >= cfg["schedule"]["steps"]:
         return last
     model = init_model(cfg["model"], cfg["runtime"]["seed"])
