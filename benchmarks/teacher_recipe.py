@@ -44,6 +44,7 @@ from kdlic.data.images import find_images
 from kdlic.evaluation.evaluate import evaluate_models
 from kdlic.evaluation.metrics import rd_cost
 from kdlic.models import load_model
+from kdlic.models.identity import model_id
 from kdlic.training.config import TRAIN_DEFAULTS, check_train_config
 from kdlic.training.losses import RateDistortion
 from kdlic.training.trainer import Trainer, init_model
@@ -97,17 +98,18 @@ def train_variant(cfg: dict) -> Path:
     """Train (or resume) one variant; returns its last.pt."""
     last = Path(cfg["run_dir"]).expanduser() / "last.pt"
     resume = last.is_file()
-    if resume and read_checkpoint(last)["meta"]["config"].get("init") != cfg["init"]:
-        # a zoo name (the default --init) may since name a retrained model: its old run
-        # would be scored as this one's
-        raise SystemExit(f"{last.parent} holds a run from another --init; choose another "
-                         "--run-dir")
+    start = load_model(cfg["init"])
+    init_id = model_id(start).hex()  # a zoo name may since name a retrained model
+    if resume and read_checkpoint(last)["meta"].get("init_id") != init_id:
+        raise SystemExit(f"{last.parent} holds a run from other weights than --init "
+                         f"{cfg['init']}; choose another --run-dir")
     if resume and read_checkpoint(last)["meta"]["step"] >= cfg["schedule"]["steps"]:
         return last
     model = init_model(cfg["model"], cfg["runtime"]["seed"])
     if not resume:
-        model.load_state_dict(load_model(cfg["init"]).state_dict())
-    Trainer(cfg, model, RateDistortion(cfg["lmbda"]), resume=resume).fit()
+        model.load_state_dict(start.state_dict())
+    Trainer(cfg, model, RateDistortion(cfg["lmbda"]), resume=resume,
+            meta={"init_id": init_id}).fit()
     return last
 
 
