@@ -32,6 +32,7 @@ from kdlic.data.images import find_images
 from kdlic.evaluation.evaluate import evaluate_models
 from kdlic.evaluation.metrics import rd_cost
 from kdlic.models import load_model
+from kdlic.training.lineage import warm_start_record
 from kdlic.utils.checkpoint import read_checkpoint
 from kdlic.utils.files import atomic_write, write_json
 
@@ -66,37 +67,31 @@ def machine_columns(meta: dict) -> dict:
     return {k: machine.get(k, "not recorded") for k in ("cpu", "device", "bf16", "threads")}
 
 
-def lineage(spec: str) -> tuple[int, float]:
-    """Steps and hours of training behind model ``spec``, its warm starts included: each
-    checkpoint's config names the ``init`` it started from, back to a run from scratch."""
-    steps, hours, seen = 0, 0.0, set()
-    while spec and spec not in seen:  # a zoo name re-used by its own successor ends it
-        seen.add(spec)
-        meta = load_model(spec).meta
-        steps += meta.get("step", 0)
-        hours += meta.get("elapsed_s", 0.0) / 3600
-        spec = meta.get("config", {}).get("init")
-    return steps, hours
-
-
 def curve_rows(run_dir: Path, images: list[Path]) -> list[dict]:
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     lmbda = cfg["lmbda"]
     rows = []
     init_steps, init_hours = 0, 0.0
+    snaps = sorted((run_dir / "snapshots").glob("step-*.pt"))
     if cfg.get("init"):
         cache = run_dir / "snapshots" / "init.kodak.json"
         figures = kodak_figures(cfg["init"], images, lmbda, cache)
-        # The warm start's history is read once and kept with its figures: a zoo name in
-        # `init` may later name a retrained model.
+        # The warm start's history: as the run recorded it when it began (runs since
+        # 2026-12-03) if complete, else counted once and kept with the start's figures
+        # (a zoo name in `init` may later name a retrained model).
+        recorded = read_checkpoint(snaps[0])["meta"].get("warm_start") if snaps else None
         if "total_steps" not in figures:
-            steps, hours = lineage(cfg["init"])
-            figures.update(total_steps=steps, hours=hours,
-                           **machine_columns(load_model(cfg["init"]).meta))
+            start = load_model(cfg["init"])
+            record = recorded or warm_start_record(start)
+            if record["unrecorded"]:
+                print(f"warning: the training behind {record['unrecorded']!r} is not "
+                      f"recorded and not counted; correct {cache} by hand", flush=True)
+            figures.update(total_steps=record["steps"], hours=record["hours"],
+                           **machine_columns(start.meta))
             write_json(cache, figures)
         init_steps, init_hours = figures["total_steps"], figures["hours"]
         rows.append({"run_step": 0, **figures})
-    for snap in sorted((run_dir / "snapshots").glob("step-*.pt")):
+    for snap in snaps:
         meta = read_checkpoint(snap)["meta"]
         figures = kodak_figures(str(snap), images, lmbda, snap.with_suffix(".kodak.json"))
         rows.append({"total_steps": init_steps + meta["step"], "run_step": meta["step"],

@@ -167,3 +167,34 @@ def test_the_readme_distillation_example_runs(tmp_path, monkeypatch):
     assert Path("runs/mbt-n32/best.pt").is_file()
     decoded = kdlic.decompress(Path("photo.kdl").read_bytes(), "runs/mbt-n32/best.pt")
     assert decoded.size == (96, 64)
+
+
+def test_a_warm_start_records_the_training_behind_it(tmp_path):
+    # each run records its start's id and the steps behind it when it begins, so the
+    # count stays true when the start's path (or zoo name) later holds other weights
+    from kdlic.models.identity import model_id
+
+    model = {"arch": "scale-hyperprior", "N": 4, "M": 8}
+    first = kdlic.train(model, Crops(6), lmbda=0.01, steps=2, run_dir=tmp_path / "a",
+                        overrides=TINY)
+    assert "warm_start" not in load_model(first.last).meta
+    second = kdlic.train(str(first.last), Crops(6), lmbda=0.01, steps=3,
+                         run_dir=tmp_path / "b", overrides=TINY)
+    record = load_model(second.last).meta["warm_start"]
+    assert record["steps"] == 2 and record["source"] == str(first.last)
+    assert record["unrecorded"] is None
+    assert record["model_id"] == model_id(load_model(first.last)).hex()
+    # the first run's file is overwritten by other weights: the second's record holds
+    kdlic.train(model, Crops(6), lmbda=0.01, steps=7, run_dir=tmp_path / "a2", overrides=TINY)
+    (tmp_path / "a2" / "last.pt").replace(first.last)
+    third = kdlic.train(str(second.last), Crops(6), lmbda=0.01, steps=1,
+                        run_dir=tmp_path / "c", overrides=TINY)
+    assert load_model(third.last).meta["warm_start"]["steps"] == 5
+    # a resumed run keeps its record (its init is not reloaded)
+    resumed = kdlic.train(str(second.last), Crops(6), lmbda=0.01, steps=2,
+                          run_dir=tmp_path / "c", overrides=TINY, resume=True)
+    assert load_model(resumed.last).meta["warm_start"]["steps"] == 5
+    # a config whose model differs from its init's is refused in one line
+    with pytest.raises(kdlic.KdlicError, match="but the config's model is"):
+        kdlic.train({"arch": "scale-hyperprior", "N": 8, "M": 16}, Crops(6), steps=1,
+                    run_dir=tmp_path / "d", overrides=[*TINY, f"init={second.last}"])

@@ -54,6 +54,7 @@ from kdlic.training.config import (
     parse_override,
     resolve_config,
 )
+from kdlic.training.lineage import warm_start_record
 from kdlic.training.losses import RateDistortion
 from kdlic.training.trainer import Trainer, init_model
 
@@ -176,20 +177,30 @@ def train(
         start = adopt(model)
         layers.append({"model": {"arch": start.arch, "N": None, "M": None, "z_channels": None,
                                  **start.arch_args}})
-    elif model is not None:
-        layers.append({"init": str(model)})
+    elif model is not None:  # a spec: its weights start the run, in its architecture
+        init = load_model(model)
+        layers.append({"init": str(model), "model": {
+            "arch": init.arch, "N": None, "M": None, "z_channels": None, **init.arch_args}})
     cfg = run_config(TRAIN_DEFAULTS, config, [
         *layers, *data_layers, *_keyword_overrides(
             lmbda=lmbda, **{"schedule.steps": steps, "schedule.minutes": minutes,
                             "run_dir": None if run_dir is None else str(run_dir)}),
         *overrides])
     check_train_config(cfg)
+    meta: dict[str, Any] = {}
     if start is None:
         start = init_model(cfg["model"], cfg["runtime"]["seed"])
         if cfg["init"] and not resume:
-            start.load_state_dict(_model(cfg["init"]).state_dict())
+            init = _model(cfg["init"])
+            if (init.arch, init.arch_args) != (start.arch, start.arch_args):
+                raise KdlicError(f"init {cfg['init']} is {init.arch}{init.arch_args}, but "
+                                 f"the config's model is {start.arch}{start.arch_args}")
+            start.load_state_dict(init.state_dict())
+            meta["warm_start"] = warm_start_record(init)
+    elif getattr(start, "meta", None) and not resume:  # a trained kdlic model
+        meta["warm_start"] = warm_start_record(start)
     trainer = Trainer(cfg, start, RateDistortion(cfg["lmbda"]), kind="train", resume=resume,
-                      data=user_data, val_data=val_data)
+                      data=user_data, val_data=val_data, meta=meta)
     return _finish(trainer, trainer.fit())
 
 

@@ -312,6 +312,9 @@ class Trainer:
             torch.cuda.set_rng_state(st["cuda_rng"], self.device)
         self.step, self.best_rd = st["step"], st["best_rd"]
         self.elapsed_s, self.last_val = st["elapsed_s"], st["last_val"]
+        # the run's warm start was recorded when it began (its init is not reloaded)
+        if "warm_start" in ckpt["meta"]:
+            self.extra_meta.setdefault("warm_start", ckpt["meta"]["warm_start"])
         log.info("resumed %s at step %d", path, self.step)
 
     # -- logging -----------------------------------------------------------------------
