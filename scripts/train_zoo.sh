@@ -4,8 +4,8 @@
 # Each run lives in ~/.cache/kdlic/runs/NAME and resumes from its last.pt when killed;
 # `scripts/train_zoo.sh export NAME...` then copies their best checkpoints into the package.
 # The student-n16-{l1,none} pair at lambda 0.025 was trained the same way (4000 steps).
-# The five teachers (issue 11): `scripts/train_zoo.sh teachers`, the long teacher-q5 run and
-# four rate fine-tunes of its step-20,000 snapshot (docs/training.md).
+# The five teachers (issue 11): `scripts/train_zoo.sh teachers`, the long teacher-q5 run's
+# two phases and four rate fine-tunes of its end (docs/training.md).
 set -euo pipefail
 KDLIC=${KDLIC:-.venv/bin/kdlic}
 RUNS=${RUNS:-$HOME/.cache/kdlic/runs}
@@ -27,13 +27,21 @@ student() {  # student NAME TEACHER N PRESET STEPS
         --steps "$5"
 }
 
-case ${1:-} in
-teachers)
-    run teacher-q5-long train -c configs/teacher-q5-long.yaml
+rates() {
     for rate in "q1 0.0018" "q2 0.0035" "q3 0.0067" "q4 0.0130"; do
         read -r q lmbda <<< "$rate"
-        run "teacher-$q-long" train -c configs/teacher-rate-finetune.yaml --lmbda "$lmbda"
+        run "teacher-$q-long-2" train -c configs/teacher-rate-finetune.yaml --lmbda "$lmbda"
     done
+}
+
+case ${1:-} in
+teachers)  # issue 11's five teachers: the long run's two phases, then the four rates
+    run teacher-q5-long train -c configs/teacher-q5-long.yaml
+    run teacher-q5-long-2 train -c configs/teacher-q5-long-2.yaml
+    rates
+    ;;
+rates)  # the four rate fine-tunes of phase 2's end, one after another on two threads
+    rates
     ;;
 A)
     teacher teacher-q3 0.0067
@@ -57,7 +65,7 @@ export)  # copy the finished runs into the package (fp16, Kodak figures in the m
     shift
     for name in "$@"; do
         run_dir=$RUNS/$name
-        [[ $name == teacher-q? ]] && run_dir=$RUNS/$name-long  # the teachers' runs
+        [[ $name == teacher-q? ]] && run_dir=$RUNS/$name-long-2  # the teachers' runs
         teacher=()
         case $name in
         student-*-q1) teacher=(--teacher teacher-q1) ;;
@@ -70,6 +78,7 @@ export)  # copy the finished runs into the package (fp16, Kodak figures in the m
 *)
     echo "usage: $0 A|B   (two queues; run both at once on a 2-core machine)" >&2
     echo "       $0 teachers   (the five teachers, one after another)" >&2
+    echo "       $0 rates   (the four rate fine-tunes of the long run's end)" >&2
     echo "       $0 export NAME...   (put finished runs into the zoo)" >&2
     exit 2
     ;;
