@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Train (or resume) the zoo's models on a CPU, as two independent queues of one-thread runs
-# so a 2-core machine runs both at once:  scripts/train_zoo.sh A & scripts/train_zoo.sh B
-# Each run lives in ~/.cache/kdlic/runs/NAME and resumes from its last.pt when killed;
-# `scripts/train_zoo.sh export NAME...` then copies their best checkpoints into the package.
-# The student-n16-{l1,none} pair at lambda 0.025 was trained the same way (4000 steps).
+# Train (or resume) the zoo's models on a CPU: one run after another, each on the threads
+# its config gives (two one-thread runs side by side on a 2-core machine were slower in
+# all: memory bandwidth). Each run lives in ~/.cache/kdlic/runs/NAME and resumes from its
+# last.pt when killed; `scripts/train_zoo.sh export NAME...` then copies their best
+# checkpoints into the package.
 # The five teachers (issue 11): `scripts/train_zoo.sh teachers`, the long teacher-q5 run's
 # two phases and four rate fine-tunes of its end (docs/training.md).
+# The students (issue 16): `scripts/train_zoo.sh students`, from the final teachers.
 set -euo pipefail
 KDLIC=${KDLIC:-.venv/bin/kdlic}
 RUNS=${RUNS:-$HOME/.cache/kdlic/runs}
+STUDENT_STEPS=${STUDENT_STEPS:-6000}  # equal within each twin pair
 
 run() {  # run NAME COMMAND ARGS...: start or resume one run
     local name=$1; shift
@@ -18,13 +20,10 @@ run() {  # run NAME COMMAND ARGS...: start or resume one run
     "$KDLIC" "$@" --run-dir "$RUNS/$name" --no-progress "${resume[@]}"
 }
 
-teacher() {  # teacher NAME LAMBDA
-    run "$1" train -c configs/teacher-finetune-cpu.yaml --lmbda "$2"
-}
-
-student() {  # student NAME TEACHER N PRESET STEPS
-    run "$1" distill -c configs/student-cpu.yaml --teacher "$2" --N "$3" --preset "$4" \
-        --steps "$5"
+student() {  # student NAME TEACHER N PRESET [MORE FLAGS]: STUDENT_STEPS steps, in RUNS/v2/
+    local name=$1 teacher=$2 n=$3 preset=$4; shift 4
+    run "v2/$name" distill -c configs/student-cpu.yaml --teacher "$teacher" --N "$n" \
+        --preset "$preset" --steps "$STUDENT_STEPS" "$@"
 }
 
 rates() {
@@ -43,42 +42,38 @@ teachers)  # issue 11's five teachers: the long run's two phases, then the four 
 rates)  # the four rate fine-tunes of phase 2's end, one after another on two threads
     rates
     ;;
-A)
-    teacher teacher-q3 0.0067
-    student student-n16-l1-q3 "$RUNS/teacher-q3/best.pt" 16 L1 4000
-    student student-n16-none-q3 "$RUNS/teacher-q3/best.pt" 16 none 4000
-    student student-n32-l1 teacher-q5 32 L1 4000
-    student student-n64-l1 teacher-q5 64 L1 4000
-    student student-n64-none teacher-q5 64 none 4000
-    student student-n96-l1 teacher-q5 96 L1 4000
-    ;;
-B)
-    teacher teacher-q1 0.0018
-    student student-n16-l1-q1 "$RUNS/teacher-q1/best.pt" 16 L1 4000
-    student student-n16-none-q1 "$RUNS/teacher-q1/best.pt" 16 none 4000
-    student student-n32-none teacher-q5 32 none 4000
-    student student-n64-l2 teacher-q5 64 L2 4000
-    student student-n64-kld teacher-q5 64 kld 4000
-    student student-n112-l1 teacher-q5 112 L1 4000
+students)  # zoo v2 (issue 16): every student from the final teachers, one after another
+    # KD (L1) and no-KD twins at N=16, 32, 64 and three lambdas, each from its lambda's teacher
+    for n in 16 32 64; do
+        for rate in "q1 teacher-q1" "q3 teacher-q3" "q5 teacher-q5"; do
+            read -r q teacher <<< "$rate"
+            suffix=-$q; [[ $q == q5 ]] && suffix=""
+            student "student-n$n-l1$suffix" "$teacher" "$n" L1
+            student "student-n$n-none$suffix" "$teacher" "$n" none
+        done
+    done
+    student student-n96-l1 teacher-q5 96 L1     # the paper's size table
+    student student-n112-l1 teacher-q5 112 L1
+    for preset in L2 kld output-only; do         # the loss variants at N=64, lambda 0.025
+        student "student-n64-$preset" teacher-q5 64 "$preset"
+    done
+    student student-n64-hybrid teacher-q5 64 hybrid --teacher2 teacher-q1
+    # the paper's other rate points: N=32 at lambdas 0.0018 and 0.0067 from teacher-q5
+    student student-n32-l1-q1-from-q5 teacher-q5 32 L1 --lmbda 0.0018
+    student student-n32-l1-q3-from-q5 teacher-q5 32 L1 --lmbda 0.0067
     ;;
 export)  # copy the finished runs into the package (fp16, Kodak figures in the metadata)
     shift
     for name in "$@"; do
-        run_dir=$RUNS/$name
-        [[ $name == teacher-q? ]] && run_dir=$RUNS/$name-long-2  # the teachers' runs
-        teacher=()
-        case $name in
-        student-*-q1) teacher=(--teacher teacher-q1) ;;
-        student-*-q3) teacher=(--teacher teacher-q3) ;;
-        esac
-        "$KDLIC" zoo export "$run_dir/best.pt" "$name" --images ../shared/data/kodak \
-            "${teacher[@]}"
+        run_dir=$RUNS/v2/$name  # a student's
+        [[ $name == teacher-q? ]] && run_dir=$RUNS/$name-long-2  # a teacher's
+        "$KDLIC" zoo export "$run_dir/best.pt" "$name" --images ../shared/data/kodak
     done
     ;;
 *)
-    echo "usage: $0 A|B   (two queues; run both at once on a 2-core machine)" >&2
-    echo "       $0 teachers   (the five teachers, one after another)" >&2
+    echo "usage: $0 teachers   (the five teachers, one after another)" >&2
     echo "       $0 rates   (the four rate fine-tunes of the long run's end)" >&2
+    echo "       $0 students   (the zoo's students, from the final teachers)" >&2
     echo "       $0 export NAME...   (put finished runs into the zoo)" >&2
     exit 2
     ;;
