@@ -1,11 +1,11 @@
 """The student recipe A/B: distillations of one student that differ in one choice each.
 
 Every variant distils the same student (``--N``, default 64, the teacher's lambda) from
-the same teacher (``--teacher``), from the same seed, with the same batches, on one
-thread, for the same budget (``--steps``, or ``--minutes`` for equal wall-clock), and is
-evaluated on Kodak with real bitstreams. Variants (``--variants``, comma list); ``base``
-is configs/student-cpu.yaml with the L1 preset (latent 0.2, output 0.2, rd 0.4) and the
-disk cache of the teacher's outputs:
+the same teacher (``--teacher``), from the same seed, with the same batches, on
+``--threads`` threads (one by default), for the same budget (``--steps``, or
+``--minutes`` for equal wall-clock), and is evaluated on Kodak with real bitstreams.
+Variants (``--variants``, comma list); ``base`` is configs/student-cpu.yaml with the L1
+preset (latent 0.2, output 0.2, rd 0.4) and the disk cache of the teacher's outputs:
 
 * ``w-0.1-0.1-0.8``, ``w-0.3-0.3-0.4``, ``w-0.4-0.4-0.2``: the paper's weight sweep
   (latent, output, rd); ``base`` is its (0.2, 0.2, 0.4);
@@ -16,6 +16,8 @@ disk cache of the teacher's outputs:
 * ``mixed``: ``ema`` + mixed quantisation;
 * ``live``: the teacher run live (free crops and flips) instead of the cache of its
   outputs on grid-aligned crops; compare at equal wall-clock (``--minutes``);
+* ``data``: ``train/`` + ``train-extra/`` (238 photos instead of 40), cached;
+* ``crop256``: crops of 256 px, batch 2 (the same pixels per step), cached;
 * ``none``: no KD (the RD term alone), what each KD choice is measured against.
 
     python benchmarks/student_recipe.py --N 64 --steps 3000
@@ -58,6 +60,10 @@ def variants(lmbda: float) -> dict[str, tuple[str, list[dict]]]:
         "ema": ("L1", [EMA]),
         "mixed": ("L1", [EMA, {"quantization": "mixed"}]),
         "live": ("L1", [{"kd": {"cache": "none"}}]),
+        # the teachers' other winners (docs/training.md): 238 photos instead of 40, and
+        # 256-px crops at the same pixels per step (both keep the cache)
+        "data": ("L1", [{"data": {"train": [str(DATA / "train"), str(DATA / "train-extra")]}}]),
+        "crop256": ("L1", [{"data": {"crop": 256, "batch_size": 2}}]),
         "none": ("none", []),
     }
 
@@ -71,11 +77,13 @@ def main() -> int:
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, default=3000)
     budget.add_argument("--minutes", type=float, help="equal wall-clock instead of steps")
+    p.add_argument("--threads", type=int, default=1,
+                   help="threads per run (2 on an otherwise idle 2-core machine)")
     p.add_argument("--kodak", default=str(DATA / "kodak"))
     p.add_argument("--run-dir", default=str(Path.home() / ".cache/kdlic/bench/student_recipe"))
     p.add_argument("-o", "--output", default=str(ROOT / "results/student_recipe.json"))
     args = p.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     lmbda = float(load_model(args.teacher).meta["lmbda"])
     known = variants(lmbda)
     names = args.variants.split(",")
@@ -93,7 +101,8 @@ def main() -> int:
         run_dir = Path(args.run_dir) / tag / name
         run = kdlic.distill(args.teacher, args.N, None, preset=preset, run_dir=run_dir,
                             config=str(ROOT / "configs/student-cpu.yaml"),
-                            overrides=[*overrides, {"runtime": {"progress": False}}],
+                            overrides=[*overrides, {"runtime": {"progress": False,
+                                                               "threads": args.threads}}],
                             resume=(run_dir / "last.pt").is_file(), **budget)
         res = kdlic.evaluate(run.model, args.kodak, name=name)  # the best validation
         minutes = read_checkpoint(run.last)["meta"]["elapsed_s"] / 60
