@@ -125,3 +125,49 @@ def test_export_refuses_to_outgrow_the_budget_and_writes_nothing(empty_zoo, tiny
     with pytest.raises(KdlicError, match="fp16 changes c"):
         export_to_zoo(str(source), "c", images, progress=False)
     assert [p.name for p in empty_zoo.iterdir()] == ["a.pt"]
+
+
+def test_a_zoo_decoder_takes_its_encoder_from_its_zoo_teacher(empty_zoo, tiny_model, image_dir,
+                                                              tmp_path):
+    import torch
+
+    import kdlic
+    from kdlic.errors import KdlicError
+    from kdlic.models import build_model
+    from kdlic.models.identity import ENCODER_MODULES, bind_encoder
+    from kdlic.utils.checkpoint import read_checkpoint, save_checkpoint
+    from kdlic.zoo import load_zoo_model
+    from kdlic.zoo.export import export_to_zoo
+
+    images = find_images(image_dir)[:2]
+    # (sources named as the zoo names: a file's header carries the name, and these tiny
+    # models code in a few hundred bytes)
+    save_checkpoint(tmp_path / "teacher.pt", tiny_model,
+                    {"kind": "train", "lmbda": 0.01, "step": 7})
+    export_to_zoo(str(tmp_path / "teacher.pt"), "teacher", images, progress=False)
+    teacher = load_zoo_model("teacher")
+    decoder = build_model("scale-hyperprior-decoder", 4, 16, z_channels=8, encoder_N=8)
+    bind_encoder(decoder, teacher)
+    save_checkpoint(tmp_path / "decoder.pt", decoder,
+                    {"kind": "distill", "lmbda": 0.01, "step": 3})
+    export_to_zoo(str(tmp_path / "decoder.pt"), "decoder", images, progress=False)
+    # the file holds the synthesis only; loading takes the rest from the zoo's teacher
+    stored = read_checkpoint(empty_zoo / "decoder.pt")
+    assert stored["meta"]["encoder_from"] == "teacher"
+    assert not [k for k in stored["state_dict"] if k.split(".")[0] in ENCODER_MODULES]
+    loaded = load_zoo_model("decoder")
+    halved = {k for k, _ in decoder.named_parameters() if k.startswith("g_s.")}  # fp16 in zoo
+    for key, value in decoder.state_dict().items():
+        expected = value.half().float() if key in halved else value
+        assert torch.equal(loaded.state_dict()[key], expected), key
+    image = next(image_dir.rglob("*.png"))
+    assert kdlic.decompress(kdlic.compress(image, teacher), loaded).size > (0, 0)
+    # its size counts the encoder it uses (the teacher's, N=8) and its own g_s (N=4)
+    assert zoo_info("teacher")["params"] / 2 < zoo_info("decoder")["params"] < zoo_info(
+        "teacher")["params"]
+    # a zoo teacher replaced by another model: the decoder is refused, in one line
+    torch.manual_seed(1)
+    save_checkpoint(empty_zoo / "teacher.pt", build_model("scale-hyperprior", 8, 16),
+                    {"kind": "train", "lmbda": 0.01, "step": 9}, half=True, pack=True)
+    with pytest.raises(KdlicError, match="has been replaced since"):
+        load_zoo_model("decoder")

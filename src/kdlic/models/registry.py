@@ -12,6 +12,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from kdlic.errors import KdlicError
 from kdlic.models import bmshj2018, cheng2020, mbt2018  # noqa: F401 - they register themselves
 from kdlic.models.base import ARCHITECTURES, COMPRESSAI_NAMES, Architecture
+from kdlic.models.identity import ENCODER_MODULES, encoder_hash
 from kdlic.utils.checkpoint import read_checkpoint
 
 # Checkpoint file names that say nothing about the model: its folder names it instead.
@@ -215,6 +216,21 @@ def display_name(spec: str | Path) -> str:
     return spec
 
 
+def _zoo_encoder(teacher: str, path: Path) -> dict[str, torch.Tensor]:
+    """The encoder side (g_a, h_a, h_s, entropy models) of zoo teacher ``teacher``, fp32:
+    a zoo decoder-only student's file leaves it out and names its teacher instead."""
+    from kdlic.zoo import zoo_path
+
+    teacher_path = zoo_path(teacher)
+    if teacher_path is None:
+        raise KdlicError(f"{path} decodes zoo model {teacher!r}'s files and takes its encoder "
+                         "from it, but the zoo has no such model")
+    keep = (*ENCODER_MODULES, "gaussian_conditional")
+    return {k: v.float() if v.is_floating_point() else v
+            for k, v in read_checkpoint(teacher_path)["state_dict"].items()
+            if k.split(".", 1)[0] in keep}
+
+
 def load_model(spec: str | Path) -> nn.Module:
     """Load a model by spec (checkpoint path, zoo name, ``compressai:...`` or, for sizes
     and timings, ``random:N=..,M=..``), in eval mode.
@@ -247,7 +263,15 @@ def load_model(spec: str | Path) -> nn.Module:
     ckpt = read_checkpoint(path)
     if ckpt["arch"] not in ARCHITECTURES:
         raise KdlicError(f"{path}: unknown architecture {ckpt['arch']!r}")
-    model = model_from_state(ckpt["arch"], ckpt["arch_args"], ckpt["state_dict"], str(path))
+    state = ckpt["state_dict"]
+    if ckpt["meta"].get("encoder_from"):  # a zoo decoder: the encoder is its teacher's
+        state = {**_zoo_encoder(ckpt["meta"]["encoder_from"], path), **state}
+    model = model_from_state(ckpt["arch"], ckpt["arch_args"], state, str(path))
+    teacher = ckpt["meta"].get("encoder_from")
+    if teacher and encoder_hash(model) != bytes(model.encoder_hash.tolist()):
+        raise KdlicError(f"{path} decodes the files of the zoo's {teacher} as it was when "
+                         f"the decoder was distilled, and the zoo's {teacher} has been "
+                         "replaced since: distil the decoder again from the new one")
     model.meta = ckpt["meta"]
     model.source = spec
     return model

@@ -47,6 +47,7 @@ def save_checkpoint(
     train_state: dict[str, Any] | None = None,
     half: bool = False,
     pack: bool = False,
+    leave_out: tuple[str, ...] = (),
 ) -> None:
     """Write ``model`` and its metadata to ``path`` atomically (temp file + rename).
 
@@ -54,6 +55,8 @@ def save_checkpoint(
         half: store floating-point weights as fp16 (zoo files); loading restores fp32.
             (Not a decoder-only student's encoder side: its teacher's encoder, kept exact.)
         pack: with ``half``, pack the fp16 weights (module docstring): smaller files.
+        leave_out: top-level modules whose weights are not written (a zoo decoder's
+            encoder side, which loading takes from its zoo teacher: ``meta["encoder_from"]``).
     """
     from kdlic.models.identity import ENCODER_MODULES, is_decoder_only
 
@@ -65,7 +68,7 @@ def save_checkpoint(
         params = {name for name in params if name.split(".", 1)[0] not in ENCODER_MODULES}
     state = {
         k: (v.half() if half and k in params and v.is_floating_point() else v).detach().cpu()
-        for k, v in model.state_dict().items()
+        for k, v in model.state_dict().items() if k.split(".", 1)[0] not in leave_out
     }
     ckpt: dict[str, Any] = {
         "format": FORMAT,

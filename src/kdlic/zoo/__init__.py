@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from kdlic.errors import KdlicError
+from kdlic.models.identity import ENCODER_MODULES
 from kdlic.utils.checkpoint import read_checkpoint
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -76,11 +77,19 @@ def zoo_info(name: str) -> dict[str, Any]:
         "teacher_step": (meta.get("teachers") or [{}])[0].get("step"),
         "preset": cfg.get("kd", {}).get("preset"),
         "data": cfg.get("data", {}).get("train"),
-        "params": sum(v.numel() for k, v in ckpt["state_dict"].items()
-                      if not k.endswith(("_quantized_cdf", "_offset", "_cdf_length"))),
+        "params": _params(ckpt["state_dict"]) + (  # a decoder's encoder: its teacher's file
+            _params(read_checkpoint(_zoo_file(meta["encoder_from"]))["state_dict"],
+                    ENCODER_MODULES) if meta.get("encoder_from") else 0),
         "file_mb": path.stat().st_size / 2**20,
         "kodak": meta.get("kodak", {}),
     }
+
+
+def _params(state: dict[str, Any], modules: tuple[str, ...] | None = None) -> int:
+    """Weights in a state dict (of ``modules`` only, if given), entropy tables aside."""
+    return sum(v.numel() for k, v in state.items()
+               if not k.endswith(("_quantized_cdf", "_offset", "_cdf_length"))
+               and (modules is None or k.split(".", 1)[0] in modules))
 
 
 def zoo_teacher(lmbda: float = 0.025) -> str:

@@ -7,15 +7,33 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from kdlic.errors import KdlicError
 from kdlic.evaluation.evaluate import evaluate_models
 from kdlic.models import load_model
+from kdlic.models.identity import ENCODER_MODULES, encoder_hash, is_decoder_only
 from kdlic.utils.checkpoint import save_checkpoint
-from kdlic.zoo import BUDGET_BYTES, WEIGHTS_DIR, zoo_bytes
+from kdlic.zoo import BUDGET_BYTES, WEIGHTS_DIR, load_zoo_model, zoo_bytes, zoo_info, zoo_names
 
 # fp16 storage must not change what users get: max PSNR / bpp drift allowed on export.
 MAX_PSNR_DRIFT_DB = 0.05
 MAX_BPP_DRIFT = 0.01  # relative
+
+
+def _zoo_teacher_of(model: nn.Module, name: str) -> str | None:
+    """The zoo model whose encoder side a decoder-only ``model`` is (None: not a decoder,
+    or its teacher is not in the zoo): its file then leaves the encoder out, ~10 MB."""
+    if not is_decoder_only(model):
+        return None
+    wanted = bytes(model.encoder_hash.tolist())
+    for other in zoo_names():
+        info = zoo_info(other)
+        if (other != name and info["arch"] == model.teacher_arch
+                and info["N"] == model.encoder_N
+                and encoder_hash(load_zoo_model(other)) == wanted):
+            return other
+    return None
 
 
 def export_to_zoo(source: str, name: str, images: Sequence[Path], teacher: str | None = None,
@@ -44,9 +62,15 @@ def export_to_zoo(source: str, name: str, images: Sequence[Path], teacher: str |
     meta["kodak"] = {"images": len(images), "bpp": bpp16, "psnr-rgb": psnr16,
                      "ms-ssim-rgb": r["ms-ssim-rgb"][1], "fp32_psnr-rgb": psnr32,
                      "fp32_bpp": bpp32}
+    leave_out: tuple[str, ...] = ()
+    teacher_name = _zoo_teacher_of(model, name)
+    if teacher_name is not None:  # a decoder of a zoo teacher: its encoder is that file's
+        meta["encoder_from"], leave_out = teacher_name, (*ENCODER_MODULES, "gaussian_conditional")
     with tempfile.TemporaryDirectory(dir=WEIGHTS_DIR) as tmp:
         packed = Path(tmp) / f"{name}.pt"
-        save_checkpoint(packed, model, meta, half=True, pack=True)
+        save_checkpoint(packed, model, meta, half=True, pack=True, leave_out=leave_out)
+        if leave_out:  # it must load back with the zoo teacher's encoder, as it was
+            load_model(packed)
         total = zoo_bytes(replacing=name) + packed.stat().st_size
         if total > BUDGET_BYTES:
             raise KdlicError(f"with {name} the zoo's weights would take {total / 1e6:.1f} MB, "
