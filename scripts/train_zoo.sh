@@ -62,6 +62,12 @@ students)  # zoo v2 (issue 16): every student from the final teachers, one after
     student student-n32-l1-q1-from-q5 teacher-q5 32 L1 --lmbda 0.0018
     student student-n32-l1-q3-from-q5 teacher-q5 32 L1 --lmbda 0.0067
     ;;
+decoders)  # issue 15: small synthesis transforms for the zoo's teacher-q5 (its own files).
+    # The teacher is the zoo's file itself: a zoo decoder takes its encoder from it.
+    for n in 16 32 64; do
+        student "decoder-n$n-q5" teacher-q5 "$n" decoder --decoder-only
+    done
+    ;;
 export)  # copy the finished runs into the package (fp16, Kodak figures in the metadata)
     shift
     for name in "$@"; do
@@ -74,6 +80,7 @@ export)  # copy the finished runs into the package (fp16, Kodak figures in the m
     echo "usage: $0 teachers   (the five teachers, one after another)" >&2
     echo "       $0 rates   (the four rate fine-tunes of the long run's end)" >&2
     echo "       $0 students   (the zoo's students, from the final teachers)" >&2
+    echo "       $0 decoders   (decoder-only students of the zoo's teacher-q5)" >&2
     echo "       $0 export NAME...   (put finished runs into the zoo)" >&2
     exit 2
     ;;
