@@ -263,11 +263,10 @@ def load_model(spec: str | Path) -> nn.Module:
     ckpt = read_checkpoint(path)
     if ckpt["arch"] not in ARCHITECTURES:
         raise KdlicError(f"{path}: unknown architecture {ckpt['arch']!r}")
-    state = ckpt["state_dict"]
-    if ckpt["meta"].get("encoder_from"):  # a zoo decoder: the encoder is its teacher's
-        state = {**_zoo_encoder(ckpt["meta"]["encoder_from"], path), **state}
+    state, teacher = ckpt["state_dict"], ckpt["meta"].get("encoder_from")
+    if teacher:  # a zoo decoder: its encoder side is in its teacher's file
+        state = {**_zoo_encoder(teacher, path), **state}
     model = model_from_state(ckpt["arch"], ckpt["arch_args"], state, str(path))
-    teacher = ckpt["meta"].get("encoder_from")
     if teacher and encoder_hash(model) != bytes(model.encoder_hash.tolist()):
         raise KdlicError(f"{path} decodes the files of the zoo's {teacher} as it was when "
                          f"the decoder was distilled, and the zoo's {teacher} has been "
