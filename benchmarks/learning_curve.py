@@ -142,13 +142,15 @@ def plot(rows: list[dict], title: str, path: Path, bars: bool = True) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     panels = [("psnr", "Kodak PSNR (dB)", BAR_PSNR if bars else None),
               ("bpp", "Kodak bpp", BAR_BPP if bars else None),
-              ("rd_cost", "RD cost (bpp + lambda 255^2 MSE)", None)]
+              ("rd_cost", "RD cost (bpp + lambda 255^2 MSE)",
+               bar_rd_cost(0.025) if bars else None)]
     for ax, (key, label, bar) in zip(axes, panels, strict=True):
         ax.plot(steps, [r[key] for r in rows], "o-", ms=3)
         if bar is not None:
             ax.axhline(bar, color="tab:red", ls="--", lw=1, label="bar (WebP's level)")
             ax.legend(loc="best", fontsize=8)
-        ax.set_xlabel("training steps (thousands, 8 crops of 128 px)")
+        # phase 2 of the q5 run: 2 crops of 256 px, the same pixels per step
+        ax.set_xlabel("training steps (thousands; 8 x 128^2 or 2 x 256^2 px each)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
