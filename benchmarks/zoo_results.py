@@ -59,8 +59,8 @@ def groups() -> dict[str, list[str]]:
 
 def zoo_table() -> str:
     """How each zoo model was trained (the figures above depend on it)."""
-    rows = ["## The models\n", "| model | kind | N | lambda | steps | teacher | preset |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["## The models\n", "| model | kind | N | lambda | steps | steps in all | teacher | "
+            "preset |", "|---|---|---|---|---|---|---|---|"]
     unrecorded = False
     for name in zoo_names():
         i = zoo_info(name)
@@ -69,12 +69,13 @@ def zoo_table() -> str:
             teacher += f" ({i['teacher_step']:,} steps)"
         elif teacher:
             teacher, unrecorded = teacher + " *", True
+        total = "-" if i["total_steps"] is None else f"{i['total_steps']:,}"
         rows.append(f"| {name} | {i['kind']} | {i['N']} | {i['lmbda']} | {i['steps']} | "
-                    f"{teacher} | {i['preset'] or ''} |")
+                    f"{total} | {teacher} | {i['preset'] or ''} |")
     rows.append("\nsteps: the run's own steps to the shipped checkpoint (its best validation); "
-                "a run warm-started from another model (`init` in its config) adds to that "
-                "model's steps, docs/training.md gives the teachers' totals "
-                "(`scripts/train_zoo.sh` lists the runs).")
+                "steps in all: with the warm starts it began from (its `meta.warm_start`; "
+                "'-' for models from before that record: docs/training.md gives the "
+                "teachers' totals). `scripts/train_zoo.sh` lists the runs.")
     if unrecorded:
         rows.append("\n\\* distilled before students recorded their teacher's step: from the "
                     "zoo's earlier teachers of that name (teacher-q5: 5,446 steps; teacher-q1 "

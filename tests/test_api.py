@@ -93,8 +93,8 @@ def test_a_dataset_and_a_dataloader_train(tmp_path):
     assert run.steps == 3 and (tmp_path / "dl" / "metrics.jsonl").is_file()
     # the student names its teacher's version, not only its name (a zoo name may be retrained)
     teachers = load_model(run.best).meta["teachers"]
-    assert [(t["source"], t["step"], t["lmbda"]) for t in teachers] == \
-        [(str(tmp_path / "ds" / "best.pt"), 2, 0.01)]
+    assert [(t["source"], t["step"], t["total_steps"], t["lmbda"]) for t in teachers] == \
+        [(str(tmp_path / "ds" / "best.pt"), 2, 2, 0.01)]
 
 
 @pytest.mark.parametrize("data, message", [
@@ -173,6 +173,7 @@ def test_a_warm_start_records_the_training_behind_it(tmp_path):
     # each run records its start's id and the steps behind it when it begins, so the
     # count stays true when the start's path (or zoo name) later holds other weights
     from kdlic.models.identity import model_id
+    from kdlic.utils.checkpoint import total_steps
 
     model = {"arch": "scale-hyperprior", "N": 4, "M": 8}
     first = kdlic.train(model, Crops(6), lmbda=0.01, steps=2, run_dir=tmp_path / "a",
@@ -190,6 +191,9 @@ def test_a_warm_start_records_the_training_behind_it(tmp_path):
     third = kdlic.train(str(second.last), Crops(6), lmbda=0.01, steps=1,
                         run_dir=tmp_path / "c", overrides=TINY)
     assert load_model(third.last).meta["warm_start"]["steps"] == 5
+    # steps in all: its own and its starts' (a run from scratch: its own, here the 7-step one)
+    assert total_steps(load_model(third.last).meta) == 6 and total_steps(
+        load_model(first.last).meta) == 7
     # a resumed run keeps its record (its init is not reloaded)
     resumed = kdlic.train(str(second.last), Crops(6), lmbda=0.01, steps=2,
                           run_dir=tmp_path / "c", overrides=TINY, resume=True)

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from kdlic.models import adopt
 from kdlic.models.latents import LATENTS, forward_with_latents, set_transform_dtype
+from kdlic.utils.checkpoint import total_steps
 from kdlic.utils.device import parse_device, resolve_bf16
 
 
@@ -19,6 +20,7 @@ def teacher_record(model: nn.Module) -> dict[str, Any]:
     meta = getattr(model, "meta", None) or {}
     kodak = meta.get("kodak") or {}
     return {"source": getattr(model, "source", None), "step": meta.get("step"),
+            "total_steps": total_steps(meta) if meta else None,
             "lmbda": meta.get("lmbda"),
             "kodak": {k: kodak[k] for k in ("bpp", "psnr-rgb") if k in kodak} or None}
 

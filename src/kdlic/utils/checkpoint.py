@@ -10,7 +10,9 @@ with ``torch.load(weights_only=True)``, so a file from the internet cannot run c
 ``state_dict``   model weights (fp32 or fp16; loaded into fp32)
 ``packed_half``  optional (zoo files, version 2): the fp16 weights, packed (below);
                  ``state_dict`` then holds the other tensors (integer buffers)
-``meta``         ``lmbda``, ``step``, ``config`` (the run's full config), ``metrics``
+``meta``         ``lmbda``, ``step``, ``config`` (the run's full config), ``metrics``;
+                 ``warm_start`` for a run started from trained weights
+                 (:mod:`kdlic.training.lineage`)
 ``train_state``  optional: optimizer, scheduler and RNG states for ``--resume``
 
 Packed fp16 weights: all fp16 tensors, flattened in ``names`` order, as little-endian
@@ -124,6 +126,15 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if isinstance(raw, dict):
         repair_likelihood_bounds(raw)
     return ckpt
+
+
+def total_steps(meta: dict[str, Any]) -> int | None:
+    """Training steps behind a checkpoint, its warm starts included, from its ``meta``;
+    None where a warm start's steps are not recorded (checkpoints from before the record)."""
+    ws = meta.get("warm_start")
+    if ws is not None:
+        return None if ws["unrecorded"] else meta.get("step", 0) + ws["steps"]
+    return None if meta.get("config", {}).get("init") else meta.get("step", 0)
 
 
 # CompressAI's entropy models bound every likelihood below by 1e-9

@@ -12,7 +12,7 @@ from typing import Any
 
 from kdlic.errors import KdlicError
 from kdlic.models.identity import ENCODER_MODULES
-from kdlic.utils.checkpoint import read_checkpoint
+from kdlic.utils.checkpoint import read_checkpoint, total_steps
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 # The zoo ships inside the wheel, and PyPI takes wheels of up to 100 MB: the weights keep
@@ -70,6 +70,7 @@ def zoo_info(name: str) -> dict[str, Any]:
         "lmbda": meta.get("lmbda"),
         "kind": meta.get("kind"),
         "steps": meta.get("step"),
+        "total_steps": total_steps(meta),  # warm starts included (None: not recorded)
         "train_s": meta.get("elapsed_s"),  # training wall-clock up to the shipped step
         "teacher": cfg.get("teacher"),
         # the teacher's training step when distilled (students distilled before kdlic
