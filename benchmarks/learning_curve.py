@@ -79,10 +79,10 @@ def curve_rows(run_dir: Path, images: list[Path]) -> list[dict]:
         # The warm start's history: as the run recorded it when it began (runs since
         # 2026-12-03) if complete, else counted once and kept with the start's figures
         # (a zoo name in `init` may later name a retrained model).
-        recorded = read_checkpoint(snaps[0])["meta"].get("warm_start") if snaps else None
         if "total_steps" not in figures:
             start = load_model(cfg["init"])
-            record = recorded or warm_start_record(start)
+            record = ((read_checkpoint(snaps[0])["meta"].get("warm_start") if snaps else None)
+                      or warm_start_record(start))
             if record["unrecorded"]:
                 print(f"warning: the training behind {record['unrecorded']!r} is not "
                       f"recorded and not counted; correct {cache} by hand", flush=True)

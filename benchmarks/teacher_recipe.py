@@ -44,8 +44,8 @@ from kdlic.data.images import find_images
 from kdlic.evaluation.evaluate import evaluate_models
 from kdlic.evaluation.metrics import rd_cost
 from kdlic.models import load_model
-from kdlic.models.identity import model_id
 from kdlic.training.config import TRAIN_DEFAULTS, check_train_config
+from kdlic.training.lineage import warm_start_record
 from kdlic.training.losses import RateDistortion
 from kdlic.training.trainer import Trainer, init_model
 from kdlic.utils.checkpoint import read_checkpoint, save_checkpoint
@@ -99,17 +99,20 @@ def train_variant(cfg: dict) -> Path:
     last = Path(cfg["run_dir"]).expanduser() / "last.pt"
     resume = last.is_file()
     start = load_model(cfg["init"])
-    init_id = model_id(start).hex()  # a zoo name may since name a retrained model
-    if resume and read_checkpoint(last)["meta"].get("init_id") != init_id:
+    record = warm_start_record(start)  # a zoo name may since name a retrained model
+    meta = read_checkpoint(last)["meta"] if resume else {}
+    # (runs of 2026-12-03 recorded the start's id as init_id)
+    if resume and meta.get("warm_start", {}).get("model_id",
+                                                  meta.get("init_id")) != record["model_id"]:
         raise SystemExit(f"{last.parent} holds a run from other weights than --init "
                          f"{cfg['init']}; choose another --run-dir")
-    if resume and read_checkpoint(last)["meta"]["step"] >= cfg["schedule"]["steps"]:
+    if resume and meta["step"] >= cfg["schedule"]["steps"]:
         return last
     model = init_model(cfg["model"], cfg["runtime"]["seed"])
     if not resume:
         model.load_state_dict(start.state_dict())
     Trainer(cfg, model, RateDistortion(cfg["lmbda"]), resume=resume,
-            meta={"init_id": init_id}).fit()
+            meta={"warm_start": record}).fit()
     return last
 
 

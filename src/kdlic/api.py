@@ -178,9 +178,9 @@ def train(
         layers.append({"model": {"arch": start.arch, "N": None, "M": None, "z_channels": None,
                                  **start.arch_args}})
     elif model is not None:  # a spec: its weights start the run, in its architecture
-        init = load_model(model)
+        start = load_model(model)
         layers.append({"init": str(model), "model": {
-            "arch": init.arch, "N": None, "M": None, "z_channels": None, **init.arch_args}})
+            "arch": start.arch, "N": None, "M": None, "z_channels": None, **start.arch_args}})
     cfg = run_config(TRAIN_DEFAULTS, config, [
         *layers, *data_layers, *_keyword_overrides(
             lmbda=lmbda, **{"schedule.steps": steps, "schedule.minutes": minutes,

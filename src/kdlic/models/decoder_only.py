@@ -18,7 +18,7 @@ from compressai.layers import GDN
 from compressai.models.utils import deconv
 from torch import Tensor, nn
 
-from kdlic.models.identity import ENCODER_MODULES
+from kdlic.models.identity import ENCODER_MODULES, TEACHER_MODULES
 
 
 def synthesis(M: int, N: int) -> nn.Sequential:
@@ -58,7 +58,7 @@ class DecoderOnly:
 
     def train(self, mode: bool = True):
         super().train(mode)
-        for name in (*ENCODER_MODULES, "gaussian_conditional"):
+        for name in TEACHER_MODULES:
             getattr(self, name).train(False)
         return self
 

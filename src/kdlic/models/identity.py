@@ -21,6 +21,9 @@ from torch import nn
 # The modules a bitstream depends on (the exact coders' encoder side: scale and
 # mean-scale hyperpriors).
 ENCODER_MODULES = ("g_a", "h_a", "h_s", "entropy_bottleneck")
+# What a decoder-only student takes from its teacher: the encoder side and the Gaussian
+# conditional's tables.
+TEACHER_MODULES = (*ENCODER_MODULES, "gaussian_conditional")
 
 
 def model_id(model: nn.Module) -> bytes:
@@ -64,7 +67,7 @@ def bind_encoder(student: nn.Module, teacher: nn.Module) -> None:
     encoder: copy the teacher's encoder side (g_a, h_a, h_s, entropy models, bit for
     bit) and record the teacher's encoder id and encoder hash."""
     state = {k: v for k, v in teacher.state_dict().items()
-             if k.split(".", 1)[0] in (*ENCODER_MODULES, "gaussian_conditional")}
+             if k.split(".", 1)[0] in TEACHER_MODULES}
     missing = set(student.state_dict()) - set(state)
     student.load_state_dict({**{k: student.state_dict()[k] for k in missing}, **state})
     with torch.no_grad():

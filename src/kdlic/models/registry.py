@@ -12,7 +12,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from kdlic.errors import KdlicError
 from kdlic.models import bmshj2018, cheng2020, mbt2018  # noqa: F401 - they register themselves
 from kdlic.models.base import ARCHITECTURES, COMPRESSAI_NAMES, Architecture
-from kdlic.models.identity import ENCODER_MODULES, encoder_hash
+from kdlic.models.identity import TEACHER_MODULES, encoder_hash
 from kdlic.utils.checkpoint import read_checkpoint
 
 # Checkpoint file names that say nothing about the model: its folder names it instead.
@@ -225,10 +225,9 @@ def _zoo_encoder(teacher: str, path: Path) -> dict[str, torch.Tensor]:
     if teacher_path is None:
         raise KdlicError(f"{path} decodes zoo model {teacher!r}'s files and takes its encoder "
                          "from it, but the zoo has no such model")
-    keep = (*ENCODER_MODULES, "gaussian_conditional")
     return {k: v.float() if v.is_floating_point() else v
             for k, v in read_checkpoint(teacher_path)["state_dict"].items()
-            if k.split(".", 1)[0] in keep}
+            if k.split(".", 1)[0] in TEACHER_MODULES}
 
 
 def load_model(spec: str | Path) -> nn.Module:

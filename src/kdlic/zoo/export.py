@@ -12,7 +12,7 @@ from torch import nn
 from kdlic.errors import KdlicError
 from kdlic.evaluation.evaluate import evaluate_models
 from kdlic.models import load_model
-from kdlic.models.identity import ENCODER_MODULES, encoder_hash, is_decoder_only
+from kdlic.models.identity import TEACHER_MODULES, encoder_hash, is_decoder_only
 from kdlic.utils.checkpoint import save_checkpoint
 from kdlic.zoo import BUDGET_BYTES, WEIGHTS_DIR, load_zoo_model, zoo_bytes, zoo_info, zoo_names
 
@@ -65,7 +65,7 @@ def export_to_zoo(source: str, name: str, images: Sequence[Path], teacher: str |
     leave_out: tuple[str, ...] = ()
     teacher_name = _zoo_teacher_of(model, name)
     if teacher_name is not None:  # a decoder of a zoo teacher: its encoder is that file's
-        meta["encoder_from"], leave_out = teacher_name, (*ENCODER_MODULES, "gaussian_conditional")
+        meta["encoder_from"], leave_out = teacher_name, TEACHER_MODULES
     with tempfile.TemporaryDirectory(dir=WEIGHTS_DIR) as tmp:
         packed = Path(tmp) / f"{name}.pt"
         save_checkpoint(packed, model, meta, half=True, pack=True, leave_out=leave_out)
