@@ -30,15 +30,33 @@ from kdlic.errors import KdlicError
 from kdlic.evaluation.bd import bd_psnr, bd_rate
 from kdlic.evaluation.metrics import rd_cost
 from kdlic.evaluation.reference import COMPRESSAI_HYPERPRIOR, PAPER_SIZE_TABLE
+from kdlic.models import display_name
 from kdlic.utils.files import write_json
+from kdlic.zoo import checkpoint_info, zoo_names, zoo_teacher
 from kdlic.zoo import zoo_info as read_zoo_info
-from kdlic.zoo import zoo_names, zoo_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND = "python benchmarks/zoo_results.py"
 
-# each call reads the model's checkpoint; the zoo does not change during a run
-zoo_info = functools.cache(read_zoo_info)
+# Models reported but not shipped (--extra: name -> checkpoint), e.g. the KD-loss ablation
+# students, whose weights would not fit the zoo's budget.
+EXTRA: dict[str, Path] = {}
+
+
+@functools.cache  # each call reads the model's checkpoint; none changes during a run
+def zoo_info(name: str) -> dict:
+    """:func:`kdlic.zoo.zoo_info`, or the checkpoint's for a model of ``--extra``."""
+    return checkpoint_info(EXTRA[name], name) if name in EXTRA else read_zoo_info(name)
+
+
+def models() -> list[str]:
+    """The zoo's models, then the reported-only ones (``--extra``)."""
+    return zoo_names() + sorted(EXTRA)
+
+
+def spec(name: str) -> str:
+    """What to evaluate for model ``name``: its zoo name or its checkpoint's path."""
+    return str(EXTRA[name]) if name in EXTRA else name
 
 
 def groups() -> dict[str, list[str]]:
@@ -46,7 +64,7 @@ def groups() -> dict[str, list[str]]:
     so that each of the report's curves is one preset at one N over its lambdas."""
     out: dict[str, list[str]] = {"teachers": []}
     students: dict[str, list[str]] = {}
-    for name in zoo_names():
+    for name in models():
         info = zoo_info(name)
         if info["kind"] == "train":
             out["teachers"].append(name)
@@ -62,7 +80,7 @@ def zoo_table() -> str:
     rows = ["## The models\n", "| model | kind | N | lambda | steps | steps in all | teacher | "
             "preset |", "|---|---|---|---|---|---|---|---|"]
     unrecorded = False
-    for name in zoo_names():
+    for name in models():
         i = zoo_info(name)
         teacher = i["teacher"] or ""
         if teacher and i["teacher_step"] is not None:
@@ -70,7 +88,8 @@ def zoo_table() -> str:
         elif teacher:
             teacher, unrecorded = teacher + " *", True
         total = "-" if i["total_steps"] is None else f"{i['total_steps']:,}"
-        rows.append(f"| {name} | {i['kind']} | {i['N']} | {i['lmbda']} | {i['steps']} | "
+        shown = f"{name} (not shipped)" if name in EXTRA else name
+        rows.append(f"| {shown} | {i['kind']} | {i['N']} | {i['lmbda']} | {i['steps']} | "
                     f"{total} | {teacher} | {i['preset'] or ''} |")
     rows.append("\nsteps: the run's own steps to the shipped checkpoint (its best validation); "
                 "steps in all: with the warm starts it began from (its `meta.warm_start`; "
@@ -368,7 +387,7 @@ def claims(work: Path) -> str:
     rows.append("| every student curve is monotonic (PSNR and bpp rise with lambda) | all | "
                 + ("all are" if not bad else "not: " + ", ".join(bad)) + " | "
                 + ("holds" if not bad else "does not hold here") + " |")
-    if any(zoo_info(n)["teacher"] and zoo_info(n)["teacher_step"] is None for n in zoo_names()):
+    if any(zoo_info(n)["teacher"] and zoo_info(n)["teacher_step"] is None for n in models()):
         rows.append("\nStudents marked \\* in *The models* were distilled from the zoo's earlier, "
                     "weaker teachers: their verdicts are about those teachers.")
     rows.append("\nResources (params, GMACs, latency, energy) against the teacher: *Size*, "
@@ -410,7 +429,15 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=10, help="profile repeats")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--fresh", action="store_true")
+    p.add_argument("--extra", nargs="+", default=[], metavar="CKPT",
+                   help="checkpoints reported beside the zoo but not shipped (a run's "
+                        "best.pt: named after its run folder)")
     args = p.parse_args()
+    for path in args.extra:
+        name = display_name(path)
+        if name in zoo_names() or name in EXTRA or not Path(path).is_file():
+            p.error(f"--extra {path}: not a file, or its name {name!r} is taken")
+        EXTRA[name] = Path(path).expanduser()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
 
@@ -418,7 +445,8 @@ def main() -> int:
     inputs = []
     for group, names in groups().items():
         inputs.append(step(work, f"{group}.json", lambda path, names=names, group=group:
-                           write_json(path, kdlic.evaluate(names, args.kodak, name=group)),
+                           write_json(path, kdlic.evaluate([spec(n) for n in names],
+                                                           args.kodak, name=group)),
                            args.fresh, names))
     inputs.append(step(work, "profile.json", lambda path: kdlic.profile(
         zoo_names(), output=path, threads=args.threads, repeats=args.repeats),
@@ -437,7 +465,8 @@ def main() -> int:
                             text=True, cwd=ROOT).stdout.strip()
     parts = [
         "# Results: the kdlic zoo on Kodak\n",
-        f"Generated by `{COMMAND}` (commit {commit}); every figure below comes from it. "
+        f"Generated by `{COMMAND}{' --extra ...' if EXTRA else ''}` (commit {commit}); every "
+        "figure below comes from it. "
         "Kodak, 24 images, real bitstreams (`.kdl` files). Latency: this repository's "
         f"2-core CPU, {args.threads} thread(s), median of {args.repeats} runs. "
         "[The full report](results/index.html) has the RD plots and reconstruction crops.\n",

@@ -59,12 +59,21 @@ def load_zoo_model(name: str) -> Any:
 
 def zoo_info(name: str) -> dict[str, Any]:
     """Architecture, sizes, training facts and Kodak figures of zoo model ``name``."""
-    path = _zoo_file(name)
+    return checkpoint_info(_zoo_file(name), name)
+
+
+def checkpoint_info(path: str | Path, name: str | None = None) -> dict[str, Any]:
+    """:func:`zoo_info` of any kdlic checkpoint (a run's ``best.pt``, say); ``name``
+    defaults to its display name (``runs/s16/best.pt`` -> ``s16``). A decoder-only zoo
+    export's encoder is counted from its zoo teacher's file."""
+    from kdlic.models import display_name
+
+    path = Path(path)
     ckpt = read_checkpoint(path)
     meta = ckpt["meta"]
     cfg = meta.get("config", {})
     return {
-        "name": name,
+        "name": name or display_name(path),
         "arch": ckpt["arch"],
         **ckpt["arch_args"],
         "lmbda": meta.get("lmbda"),
