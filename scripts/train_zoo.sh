@@ -54,7 +54,8 @@ students)  # zoo v2 (issue 16): every student from the final teachers, one after
     done
     student student-n96-l1 teacher-q5 96 L1     # the paper's size table
     student student-n112-l1 teacher-q5 112 L1
-    for preset in L2 kld output-only; do         # the loss variants at N=64, lambda 0.025
+    # the loss variants at N=64, lambda 0.025: reported (`results`), not shipped (budget)
+    for preset in L2 kld output-only; do
         student "student-n64-$preset" teacher-q5 64 "$preset"
     done
     student student-n64-hybrid teacher-q5 64 hybrid --teacher2 teacher-q1
@@ -76,12 +77,21 @@ export)  # copy the finished runs into the package (fp16, Kodak figures in the m
         "$KDLIC" zoo export "$run_dir/best.pt" "$name" --images ../shared/data/kodak
     done
     ;;
+results)  # docs/results.md: the zoo, and the loss-variant students it does not ship
+    extra=()
+    for preset in L2 kld output-only hybrid; do
+        ckpt=$RUNS/v2/student-n64-$preset/best.pt
+        [[ -f $ckpt ]] && extra+=("$ckpt")
+    done
+    .venv/bin/python benchmarks/zoo_results.py ${extra[@]:+--extra "${extra[@]}"}
+    ;;
 *)
     echo "usage: $0 teachers   (the five teachers, one after another)" >&2
     echo "       $0 rates   (the four rate fine-tunes of the long run's end)" >&2
     echo "       $0 students   (the zoo's students, from the final teachers)" >&2
     echo "       $0 decoders   (decoder-only students of the zoo's teacher-q5)" >&2
     echo "       $0 export NAME...   (put finished runs into the zoo)" >&2
+    echo "       $0 results   (docs/results.md: the zoo and the unshipped loss variants)" >&2
     exit 2
     ;;
 esac
