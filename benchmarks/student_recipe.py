@@ -90,7 +90,10 @@ def main() -> int:
     for name in names:
         if name not in known:
             raise SystemExit(f"unknown variant {name!r} (known: {', '.join(known)})")
-    budget = {"minutes": args.minutes} if args.minutes else {"steps": args.steps}
+    # with --minutes, the clock alone ends a run (the config's step count would end the
+    # faster variants first: equal steps, not equal minutes)
+    asked = {"minutes": args.minutes} if args.minutes else {"steps": args.steps}
+    budget = {**asked, "steps": 10**9} if args.minutes else asked
     tag = f"n{args.N}-" + (f"{args.minutes:g}min" if args.minutes else f"{args.steps}steps")
     rows = []
     print(f"N={args.N}, teacher {args.teacher} (lambda {lmbda}); Kodak, real bitstreams\n")
@@ -113,7 +116,7 @@ def main() -> int:
         print(f"| {name} | {row['steps']} | {row['minutes']:.0f} | {row['bpp']:.4f} | "
               f"{row['psnr']:.2f} | {row['rd_cost']:.4f} |", flush=True)
         write_json(args.output, {"teacher": args.teacher, "N": args.N, "lmbda": lmbda,
-                                 **budget, "rows": rows})
+                                 **asked, "rows": rows})
     return 0 if all(math.isfinite(r["rd_cost"]) for r in rows) else 1
 
 
