@@ -111,11 +111,17 @@ def _teacher_lmbda(name: str) -> float | None:
 
 def _points(doc: dict) -> dict[tuple[int, float, str], tuple[float, float]]:
     """(N, lambda, preset) -> (bpp, PSNR) of every model in an evaluate JSON, but for the
-    students distilled from a teacher of another lambda (see :func:`cross_rate`)."""
+    students distilled from a teacher of another lambda (see :func:`cross_rate`) and the
+    decoder-only ones (the teacher's bitstream: not a twin of a full student; README)."""
     res = doc["results"]
     return {(m["arch_args"]["N"], m["lmbda"], zoo_info(m["model"])["preset"]):
             (res["bpp"][i], res["psnr-rgb"][i]) for i, m in enumerate(doc["models"])
-            if not _cross_rate(m["model"])}
+            if _own_curve(m["model"])}
+
+
+def _own_curve(name: str) -> bool:
+    """A model on its preset's curve: neither a cross-rate student nor a decoder-only one."""
+    return not _cross_rate(name) and zoo_info(name)["preset"] != "decoder"
 
 
 def _cross_rate(name: str) -> bool:
@@ -132,7 +138,7 @@ def _rd_costs(work: Path) -> dict[tuple[int, float, str], float]:
         if group == "teachers":
             continue
         for m in json.loads((work / f"{group}.json").read_text())["models"]:
-            if not _cross_rate(m["model"]):
+            if _own_curve(m["model"]):
                 costs[m["arch_args"]["N"], m["lmbda"], m["preset"]] = rd_cost(m["per_image"],
                                                                                m["lmbda"])
     return costs
