@@ -5,7 +5,7 @@
 # last.pt when killed; `scripts/train_zoo.sh export NAME...` then copies their best
 # checkpoints into the package.
 # The five teachers (issue 11): `scripts/train_zoo.sh teachers`, the long teacher-q5 run's
-# two phases and four rate fine-tunes of its end (docs/training.md).
+# two phases, four rate fine-tunes of its end and their phase 3 (docs/training.md).
 # The students (issue 16): `scripts/train_zoo.sh students`, from the final teachers.
 set -euo pipefail
 KDLIC=${KDLIC:-.venv/bin/kdlic}
@@ -33,14 +33,26 @@ rates() {
     done
 }
 
+rates3() {  # phase 3: each rate point continues its phase-2 fine-tune
+    for rate in "q1 0.0018" "q2 0.0035" "q3 0.0067" "q4 0.0130"; do
+        read -r q lmbda <<< "$rate"
+        run "teacher-$q-long-3" train -c configs/teacher-rate-finetune-3.yaml --lmbda "$lmbda" \
+            --init "$RUNS/teacher-$q-long-2/best.pt"
+    done
+}
+
 case ${1:-} in
 teachers)  # issue 11's five teachers: the long run's two phases, then the four rates
     run teacher-q5-long train -c configs/teacher-q5-long.yaml
     run teacher-q5-long-2 train -c configs/teacher-q5-long-2.yaml
     rates
+    rates3
     ;;
 rates)  # the four rate fine-tunes of phase 2's end, one after another on two threads
     rates
+    ;;
+rates3)  # phase 3 of the four rate points (configs/teacher-rate-finetune-3.yaml)
+    rates3
     ;;
 students)  # zoo v2 (issue 16): every student from the final teachers, one after another
     # KD (L1) and no-KD twins at N=16, 32, 64 and three lambdas, each from its lambda's teacher
@@ -73,7 +85,10 @@ export)  # copy the finished runs into the package (fp16, Kodak figures in the m
     shift
     for name in "$@"; do
         run_dir=$RUNS/v2/$name  # a student's
-        [[ $name == teacher-q? ]] && run_dir=$RUNS/$name-long-2  # a teacher's
+        if [[ $name == teacher-q? ]]; then  # a teacher's: its latest phase
+            run_dir=$RUNS/$name-long-2
+            [[ -f $RUNS/$name-long-3/best.pt ]] && run_dir=$RUNS/$name-long-3
+        fi
         "$KDLIC" zoo export "$run_dir/best.pt" "$name" --images ../shared/data/kodak
     done
     ;;
@@ -88,6 +103,7 @@ results)  # docs/results.md: the zoo, and the loss-variant students it does not 
 *)
     echo "usage: $0 teachers   (the five teachers, one after another)" >&2
     echo "       $0 rates   (the four rate fine-tunes of the long run's end)" >&2
+    echo "       $0 rates3   (phase 3 of the four rate points)" >&2
     echo "       $0 students   (the zoo's students, from the final teachers)" >&2
     echo "       $0 decoders   (decoder-only students of the zoo's teacher-q5)" >&2
     echo "       $0 export NAME...   (put finished runs into the zoo)" >&2
