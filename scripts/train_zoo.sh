@@ -26,18 +26,17 @@ student() {  # student NAME TEACHER N PRESET [MORE FLAGS]: STUDENT_STEPS steps, 
         --preset "$preset" --steps "$STUDENT_STEPS" "$@"
 }
 
-rates() {
-    for rate in "q1 0.0018" "q2 0.0035" "q3 0.0067" "q4 0.0130"; do
-        read -r q lmbda <<< "$rate"
-        run "teacher-$q-long-2" train -c configs/teacher-rate-finetune.yaml --lmbda "$lmbda"
-    done
-}
+RATES=("q1 0.0018" "q2 0.0035" "q3 0.0067" "q4 0.0130")  # CompressAI's q1-q4 lambdas
 
-rates3() {  # phase 3: each rate point continues its phase-2 fine-tune
-    for rate in "q1 0.0018" "q2 0.0035" "q3 0.0067" "q4 0.0130"; do
+rates() {  # rates PHASE CONFIG: the four rate points' runs of that phase, one after another
+    local phase=$1 config=$2 q lmbda
+    for rate in "${RATES[@]}"; do
         read -r q lmbda <<< "$rate"
-        run "teacher-$q-long-3" train -c configs/teacher-rate-finetune-3.yaml --lmbda "$lmbda" \
-            --init "$RUNS/teacher-$q-long-2/best.pt"
+        # phase 2 starts from the q5 run's end (the config's init); a later phase continues
+        # the point's own run of the phase before
+        local init=()
+        (( phase > 2 )) && init=(--init "$RUNS/teacher-$q-long-$((phase - 1))/best.pt")
+        run "teacher-$q-long-$phase" train -c "$config" --lmbda "$lmbda" "${init[@]}"
     done
 }
 
@@ -45,14 +44,14 @@ case ${1:-} in
 teachers)  # issue 11's five teachers: the long run's two phases, then the four rates
     run teacher-q5-long train -c configs/teacher-q5-long.yaml
     run teacher-q5-long-2 train -c configs/teacher-q5-long-2.yaml
-    rates
-    rates3
+    rates 2 configs/teacher-rate-finetune.yaml
+    rates 3 configs/teacher-rate-finetune-3.yaml
     ;;
 rates)  # the four rate fine-tunes of phase 2's end, one after another on two threads
-    rates
+    rates 2 configs/teacher-rate-finetune.yaml
     ;;
 rates3)  # phase 3 of the four rate points (configs/teacher-rate-finetune-3.yaml)
-    rates3
+    rates 3 configs/teacher-rate-finetune-3.yaml
     ;;
 students)  # zoo v2 (issue 16): every student from the final teachers, one after another
     # KD (L1) and no-KD twins at N=16, 32, 64 and three lambdas, each from its lambda's teacher
