@@ -18,10 +18,17 @@ preset (latent 0.2, output 0.2, rd 0.4) and the disk cache of the teacher's outp
   outputs on grid-aligned crops; compare at equal wall-clock (``--minutes``);
 * ``data``: ``train/`` + ``train-extra/`` (238 photos instead of 40), cached;
 * ``crop256``: crops of 256 px, batch 2 (the same pixels per step), cached;
+* ``cosine``: the learning rate decays (cosine) over the last third of ``--steps``, as
+  the zoo's students' does (scripts/train_zoo.sh);
 * ``none``: no KD (the RD term alone), what each KD choice is measured against.
+
+``A+B`` combines two variants (their overrides, and the preset that is not L1), e.g.
+``w-0.4-0.4-0.2+cosine`` and ``none+cosine``, the zoo's N=16 and N=32 twins.
 
     python benchmarks/student_recipe.py --N 64 --steps 3000
     python benchmarks/student_recipe.py --N 16 --minutes 30 --variants base,live,none
+    python benchmarks/student_recipe.py --N 16 --steps 6000 --threads 2 \
+        --variants w-0.4-0.4-0.2,w-0.4-0.4-0.2+cosine,none,none+cosine
 
 Prints one Markdown row per variant: steps, training minutes, Kodak bpp, PSNR and the RD
 cost ``bpp + lambda * 255^2 * MSE`` (lower wins).
@@ -46,8 +53,8 @@ DATA = ROOT.parent / "shared/data"
 EMA = {"optim": {"warmup_steps": 200, "ema": 0.999}}
 
 
-def variants(lmbda: float) -> dict[str, tuple[str, list[dict]]]:
-    """name -> (preset, config overrides)."""
+def variants(lmbda: float, steps: int | None) -> dict[str, tuple[str, list[dict]]]:
+    """name -> (preset, config overrides); ``steps`` None: a --minutes budget."""
     def weights(latent: float, output: float, rd: float) -> dict:
         return {"kd": {"weights": {"latent": latent, "output": output, "rd": rd}}}
 
@@ -65,7 +72,20 @@ def variants(lmbda: float) -> dict[str, tuple[str, list[dict]]]:
         "data": ("L1", [{"data": {"train": [str(DATA / "train"), str(DATA / "train-extra")]}}]),
         "crop256": ("L1", [{"data": {"crop": 256, "batch_size": 2}}]),
         "none": ("none", []),
-    }
+    } | ({"cosine": ("L1", [{"optim": {"decay_steps": steps // 3}}])} if steps else {})
+
+
+def combine(name: str, known: dict[str, tuple[str, list[dict]]]) -> tuple[str, list[dict]]:
+    """``A+B`` -> the variants' overrides in order, with the preset that is not L1."""
+    parts = name.split("+")
+    for part in parts:
+        if part not in known:
+            raise SystemExit(f"unknown variant {part!r} (known: {', '.join(known)}; "
+                             "cosine needs --steps)")
+    presets = {known[part][0] for part in parts} - {"L1"}
+    if len(presets) > 1:
+        raise SystemExit(f"variant {name!r} mixes presets {', '.join(sorted(presets))}")
+    return presets.pop() if presets else "L1", [o for part in parts for o in known[part][1]]
 
 
 def main() -> int:
@@ -85,11 +105,9 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     lmbda = float(load_model(args.teacher).meta["lmbda"])
-    known = variants(lmbda)
+    known = variants(lmbda, None if args.minutes else args.steps)
     names = args.variants.split(",")
-    for name in names:
-        if name not in known:
-            raise SystemExit(f"unknown variant {name!r} (known: {', '.join(known)})")
+    chosen = {name: combine(name, known) for name in names}
     # with --minutes, the clock alone ends a run (the config's step count would end the
     # faster variants first: equal steps, not equal minutes)
     asked = {"minutes": args.minutes} if args.minutes else {"steps": args.steps}
@@ -100,7 +118,7 @@ def main() -> int:
     print("| variant | steps | minutes | Kodak bpp | PSNR (dB) | RD cost |")
     print("|---|---|---|---|---|---|")
     for name in names:
-        preset, overrides = known[name]
+        preset, overrides = chosen[name]
         run_dir = Path(args.run_dir) / tag / name
         run = kdlic.distill(args.teacher, args.N, None, preset=preset, run_dir=run_dir,
                             config=str(ROOT / "configs/student-cpu.yaml"),

@@ -106,10 +106,12 @@ def test_none_preset_equals_kdlic_train(teacher_file, image_dir, tmp_path):
 
 def test_config_and_checkpoint_record_the_experiment(teacher_file, image_dir, tmp_path):
     assert main(["distill", "--teacher", str(teacher_file), "--preset", "L2", "--N", "4",
-                 "--weight", "latent=0.3", *tiny_args(image_dir, tmp_path / "run")]) == 0
+                 "--weight", "latent=0.3", "--weight", "output=0.5",  # several terms
+                 *tiny_args(image_dir, tmp_path / "run")]) == 0
     student = load_model(tmp_path / "run" / "best.pt")
     cfg = student.meta["config"]
-    assert cfg["kd"]["preset"] == "L2" and cfg["kd"]["weights"] == {"latent": 0.3}
+    assert cfg["kd"]["preset"] == "L2"
+    assert cfg["kd"]["weights"] == {"latent": 0.3, "output": 0.5}
     assert cfg["lmbda"] == 0.01  # taken from the teacher
     assert student.arch_args == {"N": 4, "M": 16, "z_channels": 16}  # z from the teacher
     val = [r for r in read_log(tmp_path / "run") if r["split"] == "val"][-1]

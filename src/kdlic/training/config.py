@@ -84,18 +84,22 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _merge(base: dict[str, Any], update: dict[str, Any], where: str = "") -> None:
+def _merge(base: dict[str, Any], update: dict[str, Any], defaults: dict[str, Any],
+           where: str = "") -> None:
+    """Merge ``update`` into ``base``; keys must exist in ``defaults``, except inside a
+    mapping whose default is empty (free-form, e.g. kd.weights; checked later), which
+    stays free-form however many overrides fill it."""
     for key, value in update.items():
         path = f"{where}{key}"
-        if key not in base:
+        if key not in defaults:
             raise KdlicError(f"unknown config key {path!r}")
-        if isinstance(base[key], dict):
+        if isinstance(defaults[key], dict):
             if not isinstance(value, dict):
                 raise KdlicError(f"config key {path!r} must be a mapping, got {value!r}")
-            if base[key]:
-                _merge(base[key], value, f"{path}.")
-            else:  # an empty default mapping is free-form (e.g. kd.weights); checked later
-                base[key] = {**base[key], **value}
+            if defaults[key]:
+                _merge(base[key], value, defaults[key], f"{path}.")
+            else:
+                base[key] = {**(base[key] or {}), **value}
         else:
             base[key] = value
 
@@ -159,9 +163,9 @@ def resolve_config(
     """Defaults <- YAML file <- overrides, with unknown keys rejected."""
     cfg = copy.deepcopy(defaults)
     if path is not None:
-        _merge(cfg, load_yaml(path))
+        _merge(cfg, load_yaml(path), defaults)
     for override in overrides or []:
-        _merge(cfg, override)
+        _merge(cfg, override, defaults)
     return cfg
 
 
