@@ -10,8 +10,6 @@
 set -euo pipefail
 KDLIC=${KDLIC:-.venv/bin/kdlic}
 RUNS=${RUNS:-$HOME/.cache/kdlic/runs}
-STUDENT_STEPS=${STUDENT_STEPS:-6000}  # equal within each twin pair
-
 run() {  # run NAME COMMAND ARGS...: start or resume one run
     local name=$1; shift
     local resume=()
@@ -20,12 +18,26 @@ run() {  # run NAME COMMAND ARGS...: start or resume one run
     "$KDLIC" "$@" --run-dir "$RUNS/$name" --no-progress "${resume[@]}"
 }
 
-student() {  # student NAME TEACHER N PRESET [MORE FLAGS]: STUDENT_STEPS steps, in RUNS/v2/
+# Students: a long run at lambda 0.025 (teacher-q5) per N and loss, then the other lambdas
+# by fine-tuning its end with their own teachers, as the teachers' rate points were made:
+# from scratch, 6000 steps left an N=16 student's validation RD loss falling 13 % over its
+# last 2000 (docs/training.md). Equal within each twin pair (KD and no KD).
+STUDENT_STEPS=${STUDENT_STEPS:-16000}
+FINETUNE_STEPS=${FINETUNE_STEPS:-4000}
+S=$RUNS/v3  # the students' runs
+
+student() {  # student NAME TEACHER N STEPS PRESET [MORE FLAGS]: one student run in $S
     # the learning rate decays (cosine) over the last third, as the teachers' does
-    local name=$1 teacher=$2 n=$3 preset=$4; shift 4
-    run "v2/$name" distill -c configs/student-cpu.yaml --teacher "$teacher" --N "$n" \
-        --preset "$preset" --steps "$STUDENT_STEPS" \
-        --set "optim.decay_steps=$((STUDENT_STEPS / 3))" "$@"
+    local name=$1 teacher=$2 n=$3 steps=$4 preset=$5; shift 5
+    run "v3/$name" distill -c configs/student-cpu.yaml --teacher "$teacher" --N "$n" \
+        --preset "$preset" --steps "$steps" --set "optim.decay_steps=$((steps / 3))" "$@"
+}
+
+finetune() {  # finetune NAME FROM TEACHER N PRESET [MORE FLAGS]: NAME from $S/FROM's best,
+    # to TEACHER's lambda; a 200-step warm-up (a fresh Adam at full lr jolts trained weights)
+    local name=$1 from=$2 teacher=$3 n=$4 preset=$5; shift 5
+    student "$name" "$teacher" "$n" "$FINETUNE_STEPS" "$preset" --init "$S/$from/best.pt" \
+        --set optim.warmup_steps=200 "$@"
 }
 
 RATES=("q1 0.0018" "q2 0.0035" "q3 0.0067" "q4 0.0130")  # CompressAI's q1-q4 lambdas
@@ -56,40 +68,48 @@ rates3)  # phase 3 of the four rate points (configs/teacher-rate-finetune-3.yaml
     rates 3 configs/teacher-rate-finetune-3.yaml
     ;;
 students)  # zoo v2 (issue 16): every student from the final teachers, one after another
-    # KD (L1) and no-KD twins at N=16, 32, 64 and three lambdas, each from its lambda's
-    # teacher, the pairs that decide the KD claims first. N=16 and 32 take the paper's
-    # heaviest KD weights (latent 0.4, output 0.4, rd 0.2: at N=16 they beat the preset's
-    # 0.2 / 0.2 / 0.4 by 6 % in RD cost at 6000 steps), N=64 the preset's (they won there;
-    # docs/training.md, "Student recipe")
+    # KD (L1) and no-KD twins at N=16, 32, 64: a long run from teacher-q5 (lambda 0.025),
+    # then fine-tunes of its end to lambdas 0.0018 and 0.0067 with teacher-q1 and -q3. N=16
+    # and 32 take the paper's heaviest KD weights (latent 0.4, output 0.4, rd 0.2: at N=16
+    # they beat the preset's 0.2 / 0.2 / 0.4 by 6 % in RD cost at 6000 steps), N=64 the
+    # preset's (they won there; docs/training.md, "Student recipe")
     for n in 16 32 64; do
         kd=(L1); (( n < 64 )) && kd=(L1 --weight latent=0.4 --weight output=0.4 --weight rd=0.2)
-        for q in q5 q1 q3; do
-            suffix=-$q; [[ $q == q5 ]] && suffix=""
-            student "student-n$n-l1$suffix" "teacher-$q" "$n" "${kd[@]}"
-            student "student-n$n-none$suffix" "teacher-$q" "$n" none
+        for loss in l1 none; do
+            preset=("${kd[@]}"); [[ $loss == none ]] && preset=(none)
+            student "student-n$n-$loss" teacher-q5 "$n" "$STUDENT_STEPS" "${preset[@]}"
+            for q in q1 q3; do
+                finetune "student-n$n-$loss-$q" "student-n$n-$loss" "teacher-$q" "$n" \
+                    "${preset[@]}"
+            done
         done
     done
-    student student-n96-l1 teacher-q5 96 L1     # the paper's size table
-    student student-n112-l1 teacher-q5 112 L1
+    student student-n96-l1 teacher-q5 96 "$STUDENT_STEPS" L1     # the paper's size table
+    student student-n112-l1 teacher-q5 112 "$STUDENT_STEPS" L1
     # the loss variants at N=64, lambda 0.025: reported (`results`), not shipped (budget)
     for preset in L2 kld output-only; do
-        student "student-n64-$preset" teacher-q5 64 "$preset"
+        student "student-n64-$preset" teacher-q5 64 "$STUDENT_STEPS" "$preset"
     done
-    student student-n64-hybrid teacher-q5 64 hybrid --teacher2 teacher-q1
-    # the paper's other rate points: N=32 at lambdas 0.0018 and 0.0067 from teacher-q5
-    student student-n32-l1-q1-from-q5 teacher-q5 32 L1 --lmbda 0.0018
-    student student-n32-l1-q3-from-q5 teacher-q5 32 L1 --lmbda 0.0067
+    student student-n64-hybrid teacher-q5 64 "$STUDENT_STEPS" hybrid --teacher2 teacher-q1
+    # the paper's other rate points: N=32 at lambdas 0.0018 and 0.0067 with teacher-q5 as
+    # the teacher, against student-n32-l1-q1 and -q3 (their own lambda's teacher)
+    for rate in "q1 0.0018" "q3 0.0067"; do
+        read -r q lmbda <<< "$rate"
+        finetune "student-n32-l1-$q-from-q5" student-n32-l1 teacher-q5 32 L1 \
+            --weight latent=0.4 --weight output=0.4 --weight rd=0.2 --lmbda "$lmbda"
+    done
     ;;
 decoders)  # issue 15: small synthesis transforms for the zoo's teacher-q5 (its own files).
-    # The teacher is the zoo's file itself: a zoo decoder takes its encoder from it.
+    # The teacher is the zoo's file itself: a zoo decoder takes its encoder from it. (The
+    # zoo's three ran before the students' lr decay; their checkpoints' configs say so.)
     for n in 16 32 64; do
-        student "decoder-n$n-q5" teacher-q5 "$n" decoder --decoder-only
+        student "decoder-n$n-q5" teacher-q5 "$n" 6000 decoder --decoder-only
     done
     ;;
 export)  # copy the finished runs into the package (fp16, Kodak figures in the metadata)
     shift
     for name in "$@"; do
-        run_dir=$RUNS/v2/$name  # a student's
+        run_dir=$S/$name  # a student's
         if [[ $name == teacher-q? ]]; then  # a teacher's: its latest phase
             run_dir=$RUNS/$name-long-2
             [[ -f $RUNS/$name-long-3/best.pt ]] && run_dir=$RUNS/$name-long-3
@@ -100,7 +120,7 @@ export)  # copy the finished runs into the package (fp16, Kodak figures in the m
 results)  # docs/results.md: the zoo, and the loss-variant students it does not ship
     extra=()
     for preset in L2 kld output-only hybrid; do
-        ckpt=$RUNS/v2/student-n64-$preset/best.pt
+        ckpt=$S/student-n64-$preset/best.pt
         [[ -f $ckpt ]] && extra+=("$ckpt")
     done
     .venv/bin/python benchmarks/zoo_results.py ${extra[@]:+--extra "${extra[@]}"}

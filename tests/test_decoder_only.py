@@ -98,6 +98,21 @@ def test_resume_keeps_the_encoder(run, teacher_file, image_dir):
     assert all(torch.equal(t[k], s[k]) for k in t if not k.startswith("g_s."))
 
 
+def test_a_decoder_continues_from_a_decoders_weights(run, teacher_file, image_dir, tmp_path):
+    # init: a decoder-only student of the same encoder starts from the given one's g_s
+    again = kdlic.distill(str(teacher_file), None, image_dir, decoder_only=True, steps=2,
+                          run_dir=tmp_path / "again", overrides=[
+                              *TINY, f"init={run.last}", "student.N=4"])
+    assert again.model.meta["warm_start"]["steps"] == 4
+    # the decoder of another encoder is refused
+    other = tmp_path / "other-teacher.pt"
+    save_checkpoint(other, make_teacher(seed=5), {"lmbda": 0.01, "step": 0})
+    with pytest.raises(KdlicError, match="the student decodes the encoder"):
+        kdlic.distill(str(other), None, image_dir, decoder_only=True, steps=2,
+                      run_dir=tmp_path / "other", overrides=[*TINY, f"init={run.last}",
+                                                             "student.N=4"])
+
+
 def test_teacher_files_decode_with_the_student(run, teacher_file, image):
     teacher = Codec(load_model(teacher_file))
     student = Codec(run.model)

@@ -154,6 +154,45 @@ def test_bad_configs_fail_before_training(args, message, teacher_file, image_dir
     assert not (tmp_path / "run").exists()
 
 
+def test_a_student_starts_from_another_students_weights(teacher_file, image_dir, tmp_path,
+                                                       monkeypatch, capsys):
+    # a rate fine-tune: --init (CLI) or a spec as the student (API) starts from its weights
+    import kdlic
+    from kdlic.training.trainer import Trainer
+
+    assert main(["distill", "--teacher", str(teacher_file), "--N", "4",
+                 *tiny_args(image_dir, tmp_path / "a")]) == 0
+    first = tmp_path / "a" / "last.pt"
+    handed = []
+    original = Trainer.__init__
+
+    def spy(self, cfg, model, *args, **kwargs):
+        handed.append(copy.deepcopy(model.state_dict()))
+        original(self, cfg, model, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "__init__", spy)
+    assert main(["distill", "--teacher", str(teacher_file), "--N", "4", "--init", str(first),
+                 "--lmbda", "0.02", *tiny_args(image_dir, tmp_path / "b")]) == 0
+    start = load_model(first).state_dict()
+    assert all(torch.equal(handed[-1][k], start[k]) for k in start)
+    meta = load_model(tmp_path / "b" / "last.pt").meta
+    assert meta["config"]["init"] == str(first) and meta["warm_start"]["steps"] == 4
+    # the API takes the sizes from the spec
+    run = kdlic.distill(str(teacher_file), str(first), str(image_dir), steps=1,
+                        run_dir=tmp_path / "c", overrides=[
+                            "data.crop=64", "data.batch_size=2", "data.val_count=2",
+                            "data.val_crop=64", "runtime.threads=1", "runtime.progress=false"])
+    assert run.model.arch_args["N"] == 4 and all(
+        torch.equal(handed[-1][k], start[k]) for k in start)
+    # another size is refused before training, in one line
+    capsys.readouterr()
+    assert main(["distill", "--teacher", str(teacher_file), "--N", "8", "--init", str(first),
+                 *tiny_args(image_dir, tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert f"init {first} is scale-hyperprior" in err and err.count("\n") == 1
+    assert not (tmp_path / "d").exists()
+
+
 def test_missing_teacher_file(image_dir, tmp_path, capsys):
     code = main(["distill", "--teacher", str(tmp_path / "nope.pt"),
                  *tiny_args(image_dir, tmp_path / "run")])

@@ -190,18 +190,27 @@ def train(
     meta: dict[str, Any] = {}
     if start is None:
         start = init_model(cfg["model"], cfg["runtime"]["seed"])
-        if cfg["init"] and not resume:
-            init = _model(cfg["init"])
-            if (init.arch, init.arch_args) != (start.arch, start.arch_args):
-                raise KdlicError(f"init {cfg['init']} is {init.arch}{init.arch_args}, but "
-                                 f"the config's model is {start.arch}{start.arch_args}")
-            start.load_state_dict(init.state_dict())
-            meta["warm_start"] = warm_start_record(init)
+        meta = _warm_start(cfg, start, "model", resume)
     elif getattr(start, "meta", None) and not resume:  # a trained kdlic model
         meta["warm_start"] = warm_start_record(start)
     trainer = Trainer(cfg, start, RateDistortion(cfg["lmbda"]), kind="train", resume=resume,
                       data=user_data, val_data=val_data, meta=meta)
     return _finish(trainer, trainer.fit())
+
+
+def _warm_start(cfg: dict[str, Any], start: nn.Module, section: str, resume: bool
+                ) -> dict[str, Any]:
+    """Load ``cfg["init"]``'s weights into ``start`` (built from the config's ``section``,
+    ``model`` or ``student``), unless resuming; the checkpoint meta that records it.
+    An init of another architecture or size is refused, not reshaped."""
+    if not cfg["init"] or resume:
+        return {}
+    init = _model(cfg["init"])
+    if (init.arch, init.arch_args) != (start.arch, start.arch_args):
+        raise KdlicError(f"init {cfg['init']} is {init.arch}{init.arch_args}, but the "
+                         f"config's {section} is {start.arch}{start.arch_args}")
+    start.load_state_dict(init.state_dict())
+    return {"warm_start": warm_start_record(init)}
 
 
 def _student_args(cfg: dict[str, Any], teacher: nn.Module, hyper_teacher: nn.Module | None
@@ -311,8 +320,10 @@ def distill(
         teacher: the trained model (spec or module; any registered architecture).
         student: the model to train: an int (its ``N``, the teacher's architecture and
             latent channels), a dict of ``student`` config keys (``{"arch":
-            "mbt2018-mean", "N": 64, "M": 192}``), a module (its weights are the start),
-            or None (the config's ``student``: N=32, the teacher's architecture).
+            "mbt2018-mean", "N": 64, "M": 192}``), a module or a spec (checkpoint or zoo
+            name; its weights start the run, ``init``: e.g. a student of another lambda
+            to fine-tune), or None (the config's ``student``: N=32, the teacher's
+            architecture; its ``init``, if any, must have the same sizes).
         data: image folder(s), a ``Dataset`` or a ``DataLoader`` (None: the config's).
         preset: the loss (``L1``, ``L2``, ``kld``, ``output-only``, ``hybrid``, ``none``;
             :data:`kdlic.distillation.terms.PRESETS`); per-term weights go in
@@ -347,9 +358,13 @@ def distill(
         start = adopt(student)
         layers.append({"student": {"arch": start.arch, **{
             k: v for k, v in start.arch_args.items() if k in DISTILL_DEFAULTS["student"]}}})
+    elif isinstance(student, (str, Path)):  # a spec: its weights start the run
+        init = load_model(student)
+        layers.append({"init": str(student), "student": {"arch": init.arch, **{
+            k: v for k, v in init.arch_args.items() if k in DISTILL_DEFAULTS["student"]}}})
     elif student is not None:
-        raise KdlicError(f"student must be an int (N), a dict, a model or None, not "
-                         f"{type(student).__name__}")
+        raise KdlicError(f"student must be an int (N), a dict, a model, a spec or None, "
+                         f"not {type(student).__name__}")
     cfg = run_config(DISTILL_DEFAULTS, config, [
         *layers, *data_layers, *_keyword_overrides(
             teacher=None if teacher is None else _spec_name(teacher),
@@ -378,7 +393,11 @@ def distill(
     decoder = cfg["student"]["decoder_only"]
     objective = Distillation(teachers, weights, cfg["lmbda"], term_teacher,
                              cfg["kd"]["temperature"], rate=not decoder)
+    meta: dict[str, Any] = {"teachers": [teacher_record(t.model) for t in teachers]}
     if decoder:
+        if start is None and cfg["init"] and not resume:  # checked by _decoder_student
+            start = _model(cfg["init"])
+            meta["warm_start"] = warm_start_record(start)
         start = _decoder_student(cfg, main, start)
     else:
         if start is None:
@@ -393,6 +412,7 @@ def distill(
                              "student architecture")
         if start is None:
             start = init_model(args, cfg["runtime"]["seed"])
+            meta |= _warm_start(cfg, start, "student", resume)
     cfg["student"] = {"arch": start.arch, **{k: None for k in ("N", "M", "z_channels")},
                       **{k: v for k, v in start.arch_args.items() if k in cfg["student"]},
                       "decoder_only": decoder}
@@ -410,8 +430,7 @@ def distill(
                                       cache_dir, progress=cfg["runtime"]["progress"])
 
     trainer = Trainer(cfg, start, objective, kind="distill", resume=resume, wrap_source=wrap,
-                      data=user_data, val_data=val_data,
-                      meta={"teachers": [teacher_record(t.model) for t in teachers]})
+                      data=user_data, val_data=val_data, meta=meta)
     return _finish(trainer, trainer.fit())
 
 

@@ -22,6 +22,7 @@ FLAGS = {
     "N": "student.N",
     "M": "student.M",
     "decoder_only": "student.decoder_only",
+    "init": "init",
 }
 
 
@@ -56,6 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "kdlic.ARCHITECTURES) [student.arch]")
     p.add_argument("--N", type=int, help="student transform channels [student.N]")
     p.add_argument("--M", type=int, help="student latent channels (default: teacher's)")
+    p.add_argument("--init", help="start the student from this model's weights (checkpoint "
+                   "or zoo name, of the student's architecture and sizes), e.g. to fine-tune "
+                   "a student to another lambda [init]")
     p.add_argument("--decoder-only", action="store_const", const=True,
                    help="keep the teacher's encoder side (g_a, h_a, h_s, entropy models) "
                    "bit for bit and train only a synthesis of width --N: the student "

@@ -9,7 +9,7 @@ from kdlic.distillation.terms import PRESETS, TERMS, term_names
 from kdlic.training.config import TRAIN_DEFAULTS, check_number, check_train_config, require
 
 DISTILL_DEFAULTS: dict[str, Any] = copy.deepcopy(TRAIN_DEFAULTS)
-del DISTILL_DEFAULTS["model"], DISTILL_DEFAULTS["init"]
+del DISTILL_DEFAULTS["model"]  # the student section replaces it; init stays
 DISTILL_DEFAULTS.update(
     {
         "run_dir": "runs/distill",
