@@ -89,8 +89,11 @@ def zoo_table() -> str:
             teacher, unrecorded = teacher + " *", True
         total = "-" if i["total_steps"] is None else f"{i['total_steps']:,}"
         shown = f"{name} (not shipped)" if name in EXTRA else name
+        preset = i["preset"] or ""
+        if i["kd_weights"]:  # the preset's weights, changed
+            preset += " (" + ", ".join(f"{t} {w:g}" for t, w in i["kd_weights"].items()) + ")"
         rows.append(f"| {shown} | {i['kind']} | {i['N']} | {i['lmbda']} | {i['steps']} | "
-                    f"{total} | {teacher} | {i['preset'] or ''} |")
+                    f"{total} | {teacher} | {preset} |")
     rows.append("\nsteps: the run's own steps to the shipped checkpoint (its best validation); "
                 "steps in all: with the warm starts it began from (its `meta.warm_start`; "
                 "'-' for models from before that record: docs/training.md gives the "

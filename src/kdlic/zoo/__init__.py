@@ -86,6 +86,7 @@ def checkpoint_info(path: str | Path, name: str | None = None) -> dict[str, Any]
         # recorded it have None)
         "teacher_step": (meta.get("teachers") or [{}])[0].get("step"),
         "preset": cfg.get("kd", {}).get("preset"),
+        "kd_weights": cfg.get("kd", {}).get("weights") or {},  # overrides of the preset's
         "data": cfg.get("data", {}).get("train"),
         "params": _params(ckpt["state_dict"]) + (  # a decoder's encoder: its teacher's file
             _params(read_checkpoint(_zoo_file(meta["encoder_from"]))["state_dict"],
