@@ -5,7 +5,8 @@ Reads each run's ``metrics.jsonl`` (the trainer's validation rows: every
 row per validation (run, step, lr, bpp, PSNR, validation RD loss ``lambda * 255^2 * MSE +
 bpp``) and one figure with a panel per lambda. Prints, per run, the RD loss at the last
 validation, its change over the 1000 steps before the learning-rate decay began (the
-slope the constant-lr phase ended on) and the change the decay brought. No training and
+slope the constant-lr phase ended on; validations at or before those steps) and the
+change the decay brought. No training and
 no evaluation: it only reads logs.
 
     python benchmarks/student_curves.py ~/.cache/kdlic/runs/v2/student-* \\
@@ -38,9 +39,14 @@ def val_rows(run_dir: Path) -> list[dict]:
 
 
 def change(rows: list[dict], start: int, end: int) -> float | None:
-    """Relative change of the RD loss from step ``start`` to ``end`` (None: not logged)."""
-    at = {r["step"]: r["rd_loss"] for r in rows}
-    return at[end] / at[start] - 1 if start in at and end in at else None
+    """Relative change of the RD loss between the last validations at or before steps
+    ``start`` and ``end`` (None: no validation that early)."""
+    def at(step: int) -> float | None:
+        logged = [r["rd_loss"] for r in rows if r["step"] <= step]
+        return logged[-1] if logged else None
+
+    a, b = at(start), at(end)
+    return b / a - 1 if a is not None and b is not None and start < end else None
 
 
 def main() -> int:
