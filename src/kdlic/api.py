@@ -227,6 +227,12 @@ def _student_args(cfg: dict[str, Any], teacher: nn.Module, hyper_teacher: nn.Mod
     return {"arch": arch, **s}
 
 
+def _student_layer(model: nn.Module) -> dict[str, Any]:
+    """The ``student`` config keys that describe ``model`` (architecture and sizes)."""
+    return {"student": {"arch": model.arch, **{
+        k: v for k, v in model.arch_args.items() if k in DISTILL_DEFAULTS["student"]}}}
+
+
 def _decoder_class(teacher: nn.Module) -> type[nn.Module]:
     """The decoder-only architecture of ``teacher``'s family (a teacher may itself be a
     decoder-only student); refused for families without an exact coder."""
@@ -356,12 +362,10 @@ def distill(
         layers.append({"student": student})
     elif isinstance(student, nn.Module):
         start = adopt(student)
-        layers.append({"student": {"arch": start.arch, **{
-            k: v for k, v in start.arch_args.items() if k in DISTILL_DEFAULTS["student"]}}})
+        layers.append(_student_layer(start))
     elif isinstance(student, (str, Path)):  # a spec: its weights start the run
-        init = load_model(student)
-        layers.append({"init": str(student), "student": {"arch": init.arch, **{
-            k: v for k, v in init.arch_args.items() if k in DISTILL_DEFAULTS["student"]}}})
+        start = load_model(student)
+        layers.append({"init": str(student), **_student_layer(start)})
     elif student is not None:
         raise KdlicError(f"student must be an int (N), a dict, a model, a spec or None, "
                          f"not {type(student).__name__}")
@@ -394,6 +398,8 @@ def distill(
     objective = Distillation(teachers, weights, cfg["lmbda"], term_teacher,
                              cfg["kd"]["temperature"], rate=not decoder)
     meta: dict[str, Any] = {"teachers": [teacher_record(t.model) for t in teachers]}
+    if getattr(start, "meta", None) and not resume:  # a trained kdlic model given as student
+        meta["warm_start"] = warm_start_record(start)
     if decoder:
         if start is None and cfg["init"] and not resume:  # checked by _decoder_student
             start = _model(cfg["init"])
