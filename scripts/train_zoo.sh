@@ -10,12 +10,15 @@
 set -euo pipefail
 KDLIC=${KDLIC:-.venv/bin/kdlic}
 RUNS=${RUNS:-$HOME/.cache/kdlic/runs}
-run() {  # run NAME COMMAND ARGS...: start or resume one run
+run() {  # run NAME COMMAND ARGS...: start or resume one run; skip one that finished
     local name=$1; shift
     local resume=()
+    # a finished run's marker: resuming one only to find it done costs ~25 s of loading
+    [[ -f $RUNS/$name/finished ]] && { echo "== $name finished"; return; }
     [[ -f $RUNS/$name/last.pt ]] && resume=(--resume)
     echo "== $name $(date +%H:%M:%S)"
     "$KDLIC" "$@" --run-dir "$RUNS/$name" --no-progress "${resume[@]}"
+    touch "$RUNS/$name/finished"
 }
 
 # Students: a long run at lambda 0.025 (teacher-q5) per N and loss, then the other lambdas
@@ -84,13 +87,6 @@ students)  # zoo v2 (issue 16): every student from the final teachers, one after
             done
         done
     done
-    student student-n96-l1 teacher-q5 96 "$STUDENT_STEPS" L1     # the paper's size table
-    student student-n112-l1 teacher-q5 112 "$STUDENT_STEPS" L1
-    # the loss variants at N=64, lambda 0.025: reported (`results`), not shipped (budget)
-    for preset in L2 kld output-only; do
-        student "student-n64-$preset" teacher-q5 64 "$STUDENT_STEPS" "$preset"
-    done
-    student student-n64-hybrid teacher-q5 64 "$STUDENT_STEPS" hybrid --teacher2 teacher-q1
     # the paper's other rate points: N=32 at lambdas 0.0018 and 0.0067 with teacher-q5 as
     # the teacher, against student-n32-l1-q1 and -q3 (their own lambda's teacher)
     for rate in "q1 0.0018" "q3 0.0067"; do
@@ -98,6 +94,13 @@ students)  # zoo v2 (issue 16): every student from the final teachers, one after
         finetune "student-n32-l1-$q-from-q5" student-n32-l1 teacher-q5 32 L1 \
             --weight latent=0.4 --weight output=0.4 --weight rd=0.2 --lmbda "$lmbda"
     done
+    student student-n96-l1 teacher-q5 96 "$STUDENT_STEPS" L1     # the paper's size table
+    student student-n112-l1 teacher-q5 112 "$STUDENT_STEPS" L1
+    # the loss variants at N=64, lambda 0.025: reported (`results`), not shipped (budget)
+    for preset in L2 kld output-only; do
+        student "student-n64-$preset" teacher-q5 64 "$STUDENT_STEPS" "$preset"
+    done
+    student student-n64-hybrid teacher-q5 64 "$STUDENT_STEPS" hybrid --teacher2 teacher-q1
     ;;
 decoders)  # issue 15: small synthesis transforms for the zoo's teacher-q5 (its own files).
     # The teacher is the zoo's file itself: a zoo decoder takes its encoder from it. (The
