@@ -45,15 +45,15 @@ finetune() {  # finetune NAME FROM TEACHER N PRESET [MORE FLAGS]: NAME from $S/F
 
 RATES=("q1 0.0018" "q2 0.0035" "q3 0.0067" "q4 0.0130")  # CompressAI's q1-q4 lambdas
 
-rates() {  # rates PHASE CONFIG: the four rate points' runs of that phase, one after another
-    local phase=$1 config=$2 q lmbda
+rates() {  # rates PHASE CONFIG [FLAGS]: $RATES's runs of that phase, one after another
+    local phase=$1 config=$2 q lmbda; shift 2
     for rate in "${RATES[@]}"; do
         read -r q lmbda <<< "$rate"
         # phase 2 starts from the q5 run's end (the config's init); a later phase continues
         # the point's own run of the phase before
         local init=()
         (( phase > 2 )) && init=(--init "$RUNS/teacher-$q-long-$((phase - 1))/best.pt")
-        run "teacher-$q-long-$phase" train -c "$config" --lmbda "$lmbda" "${init[@]}"
+        run "teacher-$q-long-$phase" train -c "$config" --lmbda "$lmbda" "${init[@]}" "$@"
     done
 }
 
@@ -69,6 +69,13 @@ rates)  # the four rate fine-tunes of phase 2's end, one after another on two th
     ;;
 rates3)  # phase 3 of the four rate points (configs/teacher-rate-finetune-3.yaml)
     rates 3 configs/teacher-rate-finetune-3.yaml
+    ;;
+rates4)  # phase 4 of q1 and q2, the points furthest below WebP, the ones phase 3 moved most
+    # (-3.4 / -1.6 % RD cost against q3 / q4's -0.9 / -0.6): phase 3's recipe twice as long,
+    # to see whether the curve flattens; a new seed, so its crops are not phase 3's again
+    RATES=("q1 0.0018" "q2 0.0035")
+    rates 4 configs/teacher-rate-finetune-3.yaml --steps 6000 --seed 4 \
+        --set optim.decay_steps=3000
     ;;
 students)  # zoo v2 (issue 16): every student from the final teachers, one after another
     # KD (L1) and no-KD twins at N=16, 32, 64: a long run from teacher-q5 (lambda 0.025),
@@ -96,7 +103,9 @@ students)  # zoo v2 (issue 16): every student from the final teachers, one after
     done
     student student-n96-l1 teacher-q5 96 "$STUDENT_STEPS" L1     # the paper's size table
     student student-n112-l1 teacher-q5 112 "$STUDENT_STEPS" L1
-    # the loss variants at N=64, lambda 0.025: reported (`results`), not shipped (budget)
+    ;;
+variants)  # issue 16's loss variants at N=64, lambda 0.025, each against student-n64-none:
+    # reported (`results`), not shipped (budget)
     for preset in L2 kld output-only; do
         student "student-n64-$preset" teacher-q5 64 "$STUDENT_STEPS" "$preset"
     done
@@ -114,8 +123,9 @@ export)  # copy the finished runs into the package (fp16, Kodak figures in the m
     for name in "$@"; do
         run_dir=$S/$name  # a student's
         if [[ $name == teacher-q? ]]; then  # a teacher's: its latest phase
-            run_dir=$RUNS/$name-long-2
-            [[ -f $RUNS/$name-long-3/best.pt ]] && run_dir=$RUNS/$name-long-3
+            for phase in 2 3 4; do
+                [[ -f $RUNS/$name-long-$phase/best.pt ]] && run_dir=$RUNS/$name-long-$phase
+            done
         fi
         "$KDLIC" zoo export "$run_dir/best.pt" "$name" --images ../shared/data/kodak
     done
@@ -132,7 +142,9 @@ results)  # docs/results.md: the zoo, and the loss-variant students it does not 
     echo "usage: $0 teachers   (the five teachers, one after another)" >&2
     echo "       $0 rates   (the four rate fine-tunes of the long run's end)" >&2
     echo "       $0 rates3   (phase 3 of the four rate points)" >&2
+    echo "       $0 rates4   (phase 4 of q1 and q2)" >&2
     echo "       $0 students   (the zoo's students, from the final teachers)" >&2
+    echo "       $0 variants   (the N=64 loss variants, reported, not shipped)" >&2
     echo "       $0 decoders   (decoder-only students of the zoo's teacher-q5)" >&2
     echo "       $0 export NAME...   (put finished runs into the zoo)" >&2
     echo "       $0 results   (docs/results.md: the zoo and the unshipped loss variants)" >&2
