@@ -298,10 +298,11 @@ def loss_variants(work: Path) -> str:
     return "\n".join(rows) + "\n"
 
 
-def cross_rate(work: Path) -> str:
-    """The paper's "other rate points": students distilled from a teacher of another lambda
-    (teacher-q5) against the same students distilled from the teacher of their own."""
-    own = _students(work)
+def _cross_rate_rows(work: Path) -> list[dict]:
+    """Every cross-rate student (:func:`_cross_rate`): its Kodak bpp / PSNR and RD cost at
+    its own lambda, beside those of the student of its own lambda's teacher (``own``) and
+    of its no-KD twin (``none``; either None when the zoo lacks it)."""
+    points, costs = _students(work), _rd_costs(work)
     rows = []
     for group in groups():
         doc = json.loads((work / f"{group}.json").read_text())
@@ -309,30 +310,45 @@ def cross_rate(work: Path) -> str:
             if not _cross_rate(m["model"]):
                 continue
             info = zoo_info(m["model"])
-            n, lmbda, preset = info["N"], info["lmbda"], info["preset"]
-            b, q = doc["results"]["bpp"][i], doc["results"]["psnr-rgb"][i]
-            cells = []
-            for ref in (preset, "none"):
-                if (n, lmbda, ref) in own:
-                    b0, q0 = own[n, lmbda, ref]
-                    cells.append(f"{b0:.4f} / {q0:.2f} | {100 * (b / b0 - 1):+.1f} % / "
-                                 f"{q - q0:+.2f} dB")
-                else:
-                    cells.append("- | -")
-            rows.append(f"| {m['model']} | {n} | {lmbda} | {info['teacher']} "
-                        f"({_teacher_lmbda(m['model'])}) | {b:.4f} / {q:.2f} | "
-                        f"{cells[0]} | {cells[1]} |")
+            key = (info["N"], info["lmbda"])
+            rows.append({
+                "model": m["model"], "N": key[0], "lmbda": key[1], "teacher": info["teacher"],
+                "point": (doc["results"]["bpp"][i], doc["results"]["psnr-rgb"][i]),
+                "cost": rd_cost(m["per_image"], key[1]),
+                **{ref: (points[(*key, p)], costs[(*key, p)]) if (*key, p) in points else None
+                   for ref, p in (("own", info["preset"]), ("none", "none"))}})
+    return rows
+
+
+def cross_rate(work: Path) -> str:
+    """The paper's "other rate points": students distilled from a teacher of another lambda
+    (teacher-q5) against the same students distilled from the teacher of their own."""
+    rows = []
+    for r in _cross_rate_rows(work):
+        b, q = r["point"]
+        cells = []
+        for ref in ("own", "none"):
+            if r[ref] is None:
+                cells.append("- | -")
+                continue
+            (b0, q0), c0 = r[ref]
+            cells.append(f"{b0:.4f} / {q0:.2f} ({c0:.4f}) | {100 * (b / b0 - 1):+.1f} % / "
+                         f"{q - q0:+.2f} dB ({100 * (r['cost'] / c0 - 1):+.1f} %)")
+        rows.append(f"| {r['model']} | {r['N']} | {r['lmbda']} | {r['teacher']} "
+                    f"({_teacher_lmbda(r['model'])}) | {b:.4f} / {q:.2f} ({r['cost']:.4f}) | "
+                    f"{cells[0]} | {cells[1]} |")
     if not rows:
         return ""
     return "\n".join([
         "## Students of a teacher at another lambda\n",
         "The paper's other rate points: a student trained at its own lambda but distilled "
         "from a teacher of another lambda, against the same student distilled from the "
-        "teacher of its lambda and against its no-KD twin (rate change / PSNR change; "
-        "same N, steps, seed and data).\n",
-        "| model | N | lambda | teacher (its lambda) | bpp / PSNR | own-lambda teacher's "
-        "student | change | no-KD twin | change |", "|---|---|---|---|---|---|---|---|---|",
-        *rows]) + "\n"
+        "teacher of its lambda and against its no-KD twin: bpp / PSNR (RD cost at the "
+        "student's lambda, `bpp + lambda * 255^2 * MSE`), then the changes in rate, PSNR "
+        "(RD cost); same N, steps, seed and data.\n",
+        "| model | N | lambda | teacher (its lambda) | bpp / PSNR (RD cost) | own-lambda "
+        "teacher's student | change | no-KD twin | change |",
+        "|---|---|---|---|---|---|---|---|---|", *rows]) + "\n"
 
 
 def _verdict(value: float | None, bar: Callable[[float], bool],
@@ -388,6 +404,19 @@ def claims(work: Path) -> str:
                 "(bpp + lambda * 255^2 * MSE at their lambda) | "
                 + ("not measured" if not pairs else "holds" if len(better) == len(pairs)
                    else "holds partly" if better else "does not hold here") + " |")
+    cross = [r for r in _cross_rate_rows(work) if r["none"] is not None]
+    if cross:  # what the cross-rate student minimises: the RD cost at its own lambda
+        beat = [r for r in cross if r["cost"] < r["none"][1]]
+        shown = "; ".join(
+            f"N={r['N']} at {r['lmbda']}: {100 * (r['cost'] / r['none'][1] - 1):+.1f} % "
+            + ("" if r["own"] is None else
+               f"(own-lambda teacher's student {100 * (r['own'][1] / r['none'][1] - 1):+.1f} %)")
+            for r in cross)
+        rows.append(f"| a student can be pushed to another rate point than its teacher's "
+                    f"(distilled from {cross[0]['teacher']}) | lower RD cost at its lambda than "
+                    f"its no-KD twin | {shown} | "
+                    + ("holds" if len(beat) == len(cross) else "holds partly" if beat
+                       else "does not hold here") + " |")
     bad = []
     for n, preset in sorted({(n, p) for n, _, p in points}):
         bpps, psnrs = _curves(points, n, preset)
