@@ -61,7 +61,9 @@ def spec(name: str) -> str:
 
 def groups() -> dict[str, list[str]]:
     """Zoo models by role: the teachers, then the students of each preset (`none` last),
-    so that each of the report's curves is one preset at one N over its lambdas."""
+    so that each of the report's curves is one preset at one N over its lambdas; the
+    cross-rate students (:func:`_cross_rate`) are a curve of their own, named after
+    their teacher."""
     out: dict[str, list[str]] = {"teachers": []}
     students: dict[str, list[str]] = {}
     for name in models():
@@ -69,7 +71,10 @@ def groups() -> dict[str, list[str]]:
         if info["kind"] == "train":
             out["teachers"].append(name)
         else:
-            students.setdefault(f"students-{info['preset']}", []).append(name)
+            group = f"students-{info['preset']}"
+            if _cross_rate(name):
+                group += f"-of-{info['teacher']}"
+            students.setdefault(group, []).append(name)
     for group in sorted(students, key=lambda g: (g == "students-none", g)):
         out[group] = students[group]
     return {k: v for k, v in out.items() if v}
