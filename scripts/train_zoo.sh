@@ -50,9 +50,11 @@ rates() {  # rates PHASE CONFIG [FLAGS]: $RATES's runs of that phase, one after 
     for rate in "${RATES[@]}"; do
         read -r q lmbda <<< "$rate"
         # phase 2 starts from the q5 run's end (the config's init); a later phase continues
-        # the point's own run of the phase before
-        local init=()
-        (( phase > 2 )) && init=(--init "$RUNS/teacher-$q-long-$((phase - 1))/best.pt")
+        # the point's own run of the phase before, or the zoo's weights of that point
+        # (fp16) where that run is gone (a fresh machine)
+        local init=() before=$RUNS/teacher-$q-long-$((phase - 1))/best.pt
+        [[ -f $before ]] || before=teacher-$q
+        (( phase > 2 )) && init=(--init "$before")
         run "teacher-$q-long-$phase" train -c "$config" --lmbda "$lmbda" "${init[@]}" "$@"
     done
 }
