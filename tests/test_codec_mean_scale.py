@@ -248,7 +248,7 @@ def test_colour_modes_round_trip(codec):
 
 
 def test_same_file_same_pixels_for_any_thread_count(codec):
-    """600 rows: 3 g_s stripes, shared by the workers; 1 and 2 threads, both ways."""
+    """600 rows: 4 g_s stripes, shared by the workers; 1 and 2 threads, both ways."""
     rgb = smooth(600, 64)
     pa = assert_thread_independent(codec, rgb)
     with torch.no_grad():

@@ -14,8 +14,10 @@ from the plain layers, by about one unit in the last place):
   shuffle, which then moves bytes rather than floats.
 * GDN layers use their effective (re-parametrised) ``beta`` and ``gamma``, computed once.
 
-**Stripes.** The image is decoded in horizontal stripes of :data:`STRIPE_ROWS` latent
-rows, each computed from its rows plus a margin of latent rows on both sides wide enough
+**Stripes.** The image is decoded in horizontal stripes of at most :data:`STRIPE_ROWS`
+latent rows, an even number of them of near-equal height (so that two workers, the
+2-core target, finish together: three stripes on two workers cost two stripes' time),
+each computed from its rows plus a margin of latent rows on both sides wide enough
 to hold g_s's receptive field (:func:`receptive_rows`; 2 rows for the scale hyperprior),
 so a stripe is the same function of the latents as the whole image. The stripes run in
 parallel, one per worker thread, each with **one intra-op thread**. The plan (stripe
@@ -283,8 +285,11 @@ class Synthesis:
         ``rows`` alone."""
         if self.margin is None or rows <= STRIPE_ROWS:
             return [(0, rows, 0, rows)]
-        return [(a, min(a + STRIPE_ROWS, rows), max(0, a - self.margin),
-                 min(rows, a + STRIPE_ROWS + self.margin)) for a in range(0, rows, STRIPE_ROWS)]
+        count = -(-rows // STRIPE_ROWS)
+        count += count % 2  # even (module docstring)
+        bounds = [rows * i // count for i in range(count + 1)]
+        return [(a, b, max(0, a - self.margin), min(rows, b + self.margin))
+                for a, b in zip(bounds, bounds[1:])]
 
     def pixels(self, y_hat: Tensor, coded: Tensor | None, workers: int = 1) -> Tensor:
         """The decoded padded image, (H, W, C) uint8, contiguous: C is 4 (RGB and a padding
