@@ -18,7 +18,12 @@ import onnxruntime as ort  # noqa: E402
 import kdlic  # noqa: E402
 from kdlic.cli import main  # noqa: E402
 from kdlic.codec import Codec  # noqa: E402
-from kdlic.codec.export import build_export, read_export, write_export  # noqa: E402
+from kdlic.codec.export import (  # noqa: E402
+    build_export,
+    equalised_gdn_outputs,
+    read_export,
+    write_export,
+)
 from kdlic.codec.fixedpoint import FixedPointSequential, to_fixed  # noqa: E402
 from kdlic.errors import KdlicError  # noqa: E402
 from kdlic.models import build_model  # noqa: E402
@@ -108,6 +113,21 @@ def test_int8_changes_pixels_only(exported, monkeypatch):
     a = np.asarray(fp32.decode(data), dtype=float)
     b = np.asarray(int8.decode(data), dtype=float)
     assert a.shape == b.shape and np.abs(a - b).mean() < 4
+
+
+def test_gdn_equalisation_keeps_the_function(exported):
+    """The float graph the int8 quantiser starts from: GDN outputs rescaled (so its
+    weights change) yet the same pixels, up to float rounding."""
+    model, out = exported
+    graph = read_export(out).graphs["synthesis"]
+    latents = [np.round(np.random.default_rng(i).normal(0, 4, (1, 16, 4, 6))).astype(np.float32)
+               for i in range(3)]
+    equalised = equalised_gdn_outputs(graph, latents)
+    assert equalised != graph
+    a, b = (ort.InferenceSession(g, providers=["CPUExecutionProvider"]) for g in (graph,
+                                                                                  equalised))
+    y = {"y_hat": latents[0]}
+    assert np.abs(a.run(None, y)[0].astype(int) - b.run(None, y)[0].astype(int)).max() <= 1
 
 
 def test_decoder_only_export_decodes_the_teachers_files(tmp_path):
