@@ -23,13 +23,10 @@ convolutions after the first are quantised: GDN's normalisation (a 1x1 convoluti
 squared activations, whose range spans many octaves) stays float, and so does the first
 layer, whose input is the integer latents (a uint8 step over their range of about
 +-50 would move each latent by up to a quarter; the layer runs at the latents'
-resolution, so it is cheap). Both choices measured on the zoo's models (docs/format.md):
-int8-vs-float32 pixels 42-43 dB -> 46 dB PSNR for the N=16 and N=64 students, 37-40 ->
-40-43 dB for teacher-q5. Before quantising, each inverse GDN's output channels are
+resolution, so it is cheap). Before quantising, each inverse GDN's output channels are
 rescaled (:func:`equalised_gdn_outputs`, exact in real arithmetic) so that one uint8
 step per tensor fits all of them: in the teacher, one layer's input channels span
-ranges so unequal that it alone limited int8 to 41 dB (teacher-q5: 40-43 -> 45-46 dB;
-the students gain little). The latents and hence the
+ranges too unequal for that (docs/format.md has the int8 cost per model). The latents and hence the
 file's meaning are untouched; only the pixels change.
 """
 
