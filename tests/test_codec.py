@@ -318,6 +318,23 @@ def test_fixed_point_is_independent_of_summation_order():
         torch.set_num_threads(threads)
 
 
+@pytest.mark.parametrize("after", [torch.nn.ReLU(), torch.nn.LeakyReLU(0.2)])
+def test_fixed_point_last_layer_in_parts_equals_the_whole(after):
+    """head once, then tail for two sets of channels written into one result (what a
+    decoder's workers do): the whole h_s's output, whatever follows the last layer."""
+    h_s = torch.nn.Sequential(torch.nn.ConvTranspose2d(8, 8, 5, 2, 2, 1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(8, 12, 3, 1, 1), after)
+    fp = FixedPointSequential(h_s)
+    z = to_fixed(torch.randn(1, 8, 3, 4) * 4)
+    channels = torch.tensor([5, 0, 11, 3, 7])
+    head = fp.head(z)
+    out = torch.full(fp.out_shape(head, len(channels)), float("nan"), dtype=torch.float64)
+    fp.tail(head, channels[:2], out[:, :2])
+    fp.tail(head, channels[2:], out[:, 2:])
+    assert torch.equal(out, fp(z, channels)) and (out < 0).any() == isinstance(
+        after, torch.nn.LeakyReLU)
+
+
 @pytest.mark.parametrize("N", [16, 128, 192, 320])
 def test_fixed_point_bounds_hold_for_wide_layers(N):
     from compressai.models.utils import conv, deconv
@@ -351,44 +368,90 @@ def test_rans_round_trip_with_escapes():
     reader.finish()
 
 
+def _c_decode(stream, keys, lut, tables, n, **changed):
+    """kdlic.codec._rans.decode on ``tables``' arrays (``changed``: some replaced):
+    (values, escaped elements)."""
+    from kdlic.codec import _rans
+
+    values, escaped = np.empty(n, np.int32), np.empty(n, np.int32)
+    args = dict(cdfs=tables.flat_cdfs, starts=tables.cdf_starts,
+                lengths=tables.cdf_lengths, bases=tables.value_starts,
+                to_value=tables.to_value, fast_length=rans.FAST_SIZE - 1) | changed
+    k = _rans.decode(stream, keys, lut, *args.values(), values, escaped)
+    return values, escaped[:k]
+
+
 def test_array_decoder_reads_what_compressai_reads():
     """kdlic's decoder gives CompressAI's RansDecoder symbols on its streams, garbage
-    streams included (the bypass symbol is unreachable with the guarded tables)."""
+    streams included (the bypass symbol is unreachable with the guarded tables), in
+    kdlic's stream order (tables above FAST_SIZE last), mapped to values."""
     from compressai import ans
-
-    from kdlic.codec import _rans
 
     tables = rans.PreparedTables(gaussian_tables())
     rng = np.random.default_rng(2)
     idx = rng.integers(0, 64, 4000)
+    order = rans.stream_order(idx, tables)
+    assert order is not None  # some tables are large: the order matters
     sym = np.round(rng.normal(0, 1, idx.size) * np.asarray(SCALE_TABLE)[idx] * 2)
     good, _ = rans.encode(sym.astype(np.int64), idx, tables)
     for stream in (good, rng.integers(0, 256, 3000, dtype=np.uint8).tobytes()):
         padded = stream + bytes(8 + 4 * idx.size)  # CompressAI reads past short streams
         decoder = ans.RansDecoder()
         decoder.set_stream(padded)
-        expected = decoder.decode_stream(idx.tolist(), tables.cdfs, tables.sizes.tolist(),
-                                         [0] * len(tables.cdfs))
-        got = np.empty(idx.size, np.int32)
-        _rans.decode(stream, idx.astype(np.int32), tables.flat_cdfs, tables.cdf_starts,
-                     tables.cdf_lengths, got)
-        assert got.tolist() == expected
+        positions = np.empty(idx.size, np.int64)
+        positions[order] = decoder.decode_stream(
+            idx[order].tolist(), tables.cdfs, tables.sizes.tolist(), [0] * len(tables.cdfs))
+        values, escaped = _c_decode(stream, idx.astype(np.int32), b"", tables, idx.size)
+        is_escape = positions == tables.escape[idx]
+        assert values.tolist() == np.where(
+            is_escape, 0, tables.to_value[tables.base[idx] + positions]).tolist()
+        assert escaped.tolist() == [i for i in order.tolist() if is_escape[i]]
+
+
+def test_decoding_by_scale_equals_decoding_by_table():
+    """decode_scaled (tables picked inside the C loop) gives decode's values on the
+    selector's tables, escapes included; scales past either end, NaN included, are
+    clamped as TableSelector clamps them."""
+    tables = rans.PreparedTables(gaussian_tables())
+    select = TableSelector(SCALE_TABLE)
+    rng = np.random.default_rng(5)
+    scales = np.floor(rng.uniform(-1000, 1.2 * select.top, 6000))
+    scales[:3] = [-5.0, select.top + 10.0, float(select.top)]
+    idx = select.indexes_of(scales)
+    sym = np.round(rng.normal(0, 1, idx.size) * np.asarray(SCALE_TABLE)[idx] * 2).astype(np.int64)
+    sym[::700] = -(10**5)
+    stream, escaped = rans.encode(sym, idx, tables)
+    packed = rans.pack_escapes(escaped)
+    by_table = rans.decode(stream, idx, tables, rans.EscapeReader(packed))
+    by_scale = rans.decode_scaled(stream, scales, select, tables, rans.EscapeReader(packed))
+    assert np.array_equal(by_table, sym) and np.array_equal(by_scale, sym)
+    nan, zero = (_c_decode(stream, np.array([first, 0.0]), select.lut_bytes, tables, 2)[0]
+                 for first in (np.nan, 0.0))
+    assert nan.tolist() == zero.tolist()  # NaN reads as table 0, like scale 0
 
 
 def test_array_decoder_refuses_bad_arguments():
-    from kdlic.codec import _rans
-
     tables = rans.PreparedTables(gaussian_tables())
-    out = np.empty(3, np.int32)
-    args = (tables.flat_cdfs, tables.cdf_starts, tables.cdf_lengths)
+
+    def call(keys, lut=b"", **changed):
+        _c_decode(b"\0" * 20, keys, lut, tables, 3, **changed)
+
     with pytest.raises(ValueError, match="table index"):
-        _rans.decode(b"\0" * 20, np.array([0, 64, 1], np.int32), *args, out)
+        call(np.array([0, 64, 1], np.int32))
     with pytest.raises(ValueError, match="differ in length"):
-        _rans.decode(b"", np.zeros(2, np.int32), *args, out)
+        call(np.zeros(2, np.int32))
     with pytest.raises(ValueError, match="outside cdfs"):
-        _rans.decode(b"", np.zeros(3, np.int32), tables.flat_cdfs[:100], *args[1:], out)
-    with pytest.raises(ValueError, match="int32"):
-        _rans.decode(b"", np.zeros(3, np.int32).tobytes()[:-1], *args, out)
+        call(np.zeros(3, np.int32), cdfs=tables.flat_cdfs[:100])
+    with pytest.raises(ValueError, match="outside to_value"):
+        call(np.zeros(3, np.int32), bases=tables.value_starts + 10**6)
+    with pytest.raises(ValueError, match="differ in length"):
+        call(np.zeros(3, np.int32), bases=tables.value_starts[:5])
+    with pytest.raises(ValueError, match="4-byte items"):
+        call(np.zeros(3, np.int32).tobytes()[:-1])
+    with pytest.raises(ValueError, match="8-byte items"):
+        call(np.zeros(3, np.int32), lut=bytes(10))
+    with pytest.raises(ValueError, match="lut names a table"):
+        call(np.zeros(3), lut=bytes([0, 64]))
 
 
 def test_rans_decodes_any_garbage_within_bounds():
@@ -457,19 +520,20 @@ def test_any_size_round_trips(codec, h, w):
 @pytest.mark.parametrize("workers", [1, 2])
 def test_fast_synthesis_equals_the_model(codec, workers):
     """Channels-last, coded channels only, sub-pixel last layer, frozen GDN, stripes (this
-    image has 4 of 10 rows: 600 px, padded to 640 = 40 latent rows, which made 3 of at most
-    16 before stripes came in even numbers): the same image as g_s, whatever the workers."""
-    y = latents(codec, smooth(600, 64))
+    image has 4 of 16 rows: 1000 px, padded to 1024 = 64 latent rows, which would be 3 of
+    at most 24 if stripes did not come in even numbers): the same image as g_s, whatever
+    the workers."""
+    y = latents(codec, smooth(1000, 64))
     coded = torch.tensor([c for c in range(16) if c not in (3, 7)])
     synthesis = codec._synthesis
-    assert [b - a for a, b, *_ in synthesis.stripes(y.shape[2])] == [10, 10, 10, 10]
+    assert [b - a for a, b, *_ in synthesis.stripes(y.shape[2])] == [16, 16, 16, 16]
     assert synthesis.margin == 2
     with torch.no_grad():
-        ref = codec.model.g_s(y)[0].clamp(0, 1).mul(255).round().to(torch.uint8)[:, :600]
-        fast = synthesis.pixels(y, coded, workers)[:600, :, :3].permute(2, 0, 1)
-        one_stripe = synthesis._pixels(y, coded)[:600, :, :3].permute(2, 0, 1)
-        serial = synthesis.pixels(y, coded, 1)[:600, :, :3].permute(2, 0, 1)
-    assert fast.shape == (3, 600, 64)
+        ref = codec.model.g_s(y)[0].clamp(0, 1).mul(255).round().to(torch.uint8)[:, :1000]
+        fast = synthesis.pixels(y, coded, workers)[:1000, :, :3].permute(2, 0, 1)
+        one_stripe = synthesis._pixels(y, coded)[:1000, :, :3].permute(2, 0, 1)
+        serial = synthesis.pixels(y, coded, 1)[:1000, :, :3].permute(2, 0, 1)
+    assert fast.shape == (3, 1000, 64)
     for other in (ref, one_stripe):  # the margins hold the receptive field
         assert (fast.int() - other.int()).abs().max() <= 1
         assert (fast != other).float().mean() < 1e-3

@@ -236,20 +236,30 @@ class Codec:
         (C, h, w): float64 integers in units of 2**-FRAC_BITS, (len(channels), 4h, 4w),
         on the codec's device.
 
-        ``workers`` > 1: the channels are split over the synthesis's worker threads (its
-        last layer, the costly one, per part). The result is exact, so it does not depend
-        on the split."""
-        fixed = (torch.from_numpy(z_symbols).double() * 2.0**FRAC_BITS
-                 + self._medians_fixed.view(-1, 1, 1))[None]
+        ``workers`` > 1 (CPU): h_s's last layer, the costly one, is split by channels
+        over the synthesis's worker threads, each writing its part of one result (the
+        layers before it run once). The result is exact, so it does not depend on the
+        split."""
+        fixed = self._z_fixed(z_symbols)
         if channels is None:
             return self.hyper(fixed)[0]
         channels = torch.from_numpy(np.asarray(channels, np.int64))
-        if (workers > 1 and len(channels) >= 2 * workers and self.device.type == "cpu"
+        if not (workers > 1 and len(channels) >= 2 * workers and self.device.type == "cpu"
                 and isinstance(self.hyper, FixedPointSequential)):
-            parts = torch.tensor_split(channels, workers)
-            pool = worker_pool(workers)
-            return torch.cat(list(pool.map(lambda c: self.hyper(fixed, c)[0], parts)))
-        return self.hyper(fixed, channels)[0]
+            return self.hyper(fixed, channels)[0]
+        head = self.hyper.head(fixed)
+        out = torch.empty(self.hyper.out_shape(head, len(channels)), dtype=torch.float64)
+        bounds = [len(channels) * i // workers for i in range(workers + 1)]
+        list(worker_pool(workers).map(
+            lambda a, b: self.hyper.tail(head, channels[a:b], out[:, a:b]),
+            bounds[:-1], bounds[1:]))
+        return out[0]
+
+    def _z_fixed(self, z_symbols: np.ndarray) -> Tensor:
+        """h_s's input (1, C, h, w): the z symbols (C, h, w) plus the medians, float64
+        integers in units of 2**-FRAC_BITS."""
+        return (torch.from_numpy(z_symbols).double() * 2.0**FRAC_BITS
+                + self._medians_fixed.view(-1, 1, 1))[None]
 
     def _indexes(self, z_symbols: np.ndarray, channels: np.ndarray, workers: int = 1
                  ) -> np.ndarray:
@@ -272,9 +282,12 @@ class Codec:
 
     def _gaussian_params(self, z_symbols: np.ndarray, coded: np.ndarray, workers: int = 1
                          ) -> tuple[np.ndarray, Tensor | None]:
-        """Decoder: the table indexes (coded, H, W) of the coded channels, and the means
-        every channel's symbols are added to (None: zero-mean)."""
-        return self._indexes(z_symbols, coded, workers), None
+        """Decoder: the fixed-point scales (coded, H, W) float64 of the coded channels
+        (the rANS decoder picks their tables), and the means every channel's symbols are
+        added to (None: zero-mean)."""
+        if len(coded) == 0:
+            return np.zeros((0, 4 * z_symbols.shape[1], 4 * z_symbols.shape[2])), None
+        return self._hyper(z_symbols, coded, workers).cpu().numpy(), None
 
     def _latents(self, values: np.ndarray, coded: np.ndarray, means: Tensor | None
                  ) -> tuple[Tensor, Tensor | None]:
@@ -372,12 +385,12 @@ class Codec:
         z_sym = z_sym.reshape(self.z_channels, zh, zw)
         t = self._tick("entropy", t)
         coded = np.asarray(header.coded_channels(), dtype=np.int64)
-        indexes, means = self._gaussian_params(z_sym, coded, workers)
+        scales, means = self._gaussian_params(z_sym, coded, workers)
         t = self._tick("hyper", t)
-        values = rans.decode(streams[1], indexes, self.y_tables, escapes)
+        values = rans.decode_scaled(streams[1], scales, self._select, self.y_tables, escapes)
         escapes.finish()
         t = self._tick("entropy", t)
-        y_hat, read = self._latents(values.reshape(indexes.shape), coded, means)
+        y_hat, read = self._latents(values.reshape(scales.shape), coded, means)
         padded = self._synthesis.pixels(y_hat, read, workers).cpu().numpy()
         image = _rgb_image(padded, header.width, header.height)
         self._tick("transform", t)
@@ -432,8 +445,7 @@ class MeanScaleCodec(Codec):
         """One h_s call: the scales of the coded channels, the means of all M."""
         channels = np.concatenate([coded, np.arange(self.y_channels, 2 * self.y_channels)])
         params = self._hyper(z_symbols, channels, workers)
-        indexes = self._select(params[: len(coded)]).cpu().numpy()
-        return indexes, params[len(coded) :] * 2.0**-FRAC_BITS
+        return params[: len(coded)].cpu().numpy(), params[len(coded) :] * 2.0**-FRAC_BITS
 
     def _latents(self, values: np.ndarray, coded: np.ndarray, means: Tensor | None
                  ) -> tuple[Tensor, None]:

@@ -57,6 +57,7 @@ BIAS_LIMIT = 2.0**51
 MIN_WEIGHT_BITS = 8
 SLOPE_BITS = 20  # LeakyReLU slopes as k / 2**20
 MAX_SLOPE = 2.0**(ACC_BITS - ACT_BITS - SLOPE_BITS)  # |k| <= 2**26: |a * k| <= 2**52
+_LIMIT = float(2**ACT_BITS - 1)  # activations are clamped to +-_LIMIT after every op
 
 
 class _Layer:
@@ -89,7 +90,10 @@ class _Layer:
         self.stride, self.padding = tuple(mod.stride), tuple(mod.padding)
         self.output_padding = tuple(getattr(mod, "output_padding", (0, 0)))
 
-    def __call__(self, x: Tensor, channels: Tensor | None = None) -> Tensor:
+    def __call__(self, x: Tensor, channels: Tensor | None = None, out: Tensor | None = None
+                 ) -> Tensor:
+        """The layer on ``x``; only output ``channels`` when given; into ``out`` when given
+        (the same ops in the same order either way)."""
         weight, bias, rescale = self.weight, self.bias, self.rescale
         if channels is not None:  # only these output channels
             weight = weight.index_select(1 if self.transposed else 0, channels)
@@ -99,7 +103,16 @@ class _Layer:
                                      self.output_padding)
         else:
             acc = F.conv2d(x, weight, None, self.stride, self.padding)
-        return torch.floor((acc + bias) * rescale + 0.5)
+        return torch.floor(acc.add_(bias).mul_(rescale).add_(0.5), out=out)
+
+    def out_size(self, height: int, width: int) -> tuple[int, int]:
+        """The output's spatial size for an input of ``height`` x ``width``."""
+        k = self.weight.shape[2:]
+        if self.transposed:
+            return tuple((n - 1) * s - 2 * p + k_ + o for n, s, p, k_, o in zip(
+                (height, width), self.stride, self.padding, k, self.output_padding, strict=True))
+        return tuple((n + 2 * p - k_) // s + 1 for n, s, p, k_ in zip(
+            (height, width), self.stride, self.padding, k, strict=True))
 
 
 class _LeakyReLU:
@@ -146,23 +159,49 @@ class FixedPointSequential:
     def __call__(self, x: Tensor, channels: Tensor | None = None) -> Tensor:
         """Run the layers on ``x`` (B, C, h, w); ``channels``: compute only these output
         channels of the last layer (int64, in this order)."""
-        limit = float(2**ACT_BITS - 1)
-        x = x.to(self.device, torch.float64).clamp(-limit, limit)
+        return self.tail(self.head(x), channels)
+
+    @torch.no_grad()
+    def head(self, x: Tensor) -> Tensor:
+        """The layers before the last convolution, on ``x`` (B, C, h, w)."""
+        x = x.to(self.device, torch.float64).clamp(-_LIMIT, _LIMIT)
+        with self._exact():
+            for op in self.ops[: self._last]:
+                x = self._run(op, x)
+        return x
+
+    @torch.no_grad()
+    def tail(self, x: Tensor, channels: Tensor | None = None, out: Tensor | None = None
+             ) -> Tensor:
+        """The last convolution (only ``channels`` when given) and what follows it, on
+        :meth:`head`'s output; written into ``out`` when given (float64, contiguous,
+        shaped as the result: see :meth:`out_shape`), so that several threads can each
+        compute some channels of one result."""
         if channels is not None:
             channels = channels.to(self.device)
+        with self._exact():
+            x = self.ops[self._last](x, channels, out).clamp_(-_LIMIT, _LIMIT)
+            for op in self.ops[self._last + 1 :]:
+                x = self._run(op, x)
+        if out is not None and x is not out:  # (an op after the last layer made a copy)
+            x = out.copy_(x)
+        return x
+
+    def out_shape(self, head: Tensor, channels: int) -> tuple[int, ...]:
+        """The shape of :meth:`tail`'s result with ``channels`` output channels."""
+        return (head.shape[0], channels, *self.ops[self._last].out_size(*head.shape[2:]))
+
+    @staticmethod
+    def _run(op: _Layer | _LeakyReLU | str, x: Tensor) -> Tensor:
+        if op == "relu":
+            return x.clamp_(min=0.0)
+        return op(x).clamp_(-_LIMIT, _LIMIT)  # (a LeakyReLU slope above 1 can leave it)
+
+    def _exact(self) -> contextlib.AbstractContextManager:
         # cuDNN off on CUDA (no FFT/Winograd algorithms); the flags are process-global, so
         # CPU calls, which may run on several threads at once, leave them alone
-        off = (torch.backends.cudnn.flags(enabled=False) if self.device.type == "cuda"
-               else contextlib.nullcontext())
-        with off:
-            for i, op in enumerate(self.ops):
-                if op == "relu":
-                    x = x.clamp_(min=0.0)
-                elif isinstance(op, _LeakyReLU):
-                    x = op(x).clamp_(-limit, limit)  # a slope above 1 can leave it
-                else:
-                    x = op(x, channels if i == self._last else None).clamp_(-limit, limit)
-        return x
+        return (torch.backends.cudnn.flags(enabled=False) if self.device.type == "cuda"
+                else contextlib.nullcontext())
 
 
 class TableSelector:
@@ -192,13 +231,18 @@ class TableSelector:
         self.lut = torch.repeat_interleave(torch.arange(len(thresholds) + 1, dtype=torch.uint8),
                                            bounds.diff()).to(device)
         self._lut_np = self.lut.cpu().numpy()
+        self.lut_bytes = self._lut_np.tobytes()  # for kdlic.codec.rans.decode_scaled
 
     def __call__(self, scales_fixed: Tensor) -> Tensor:
         """Table index (int64) of each scale (float64 integers in units of 2**-F)."""
         if scales_fixed.device.type == "cpu":  # NumPy's clip, cast and gather: 4x faster here
-            q = np.clip(scales_fixed.numpy(), 0, self.top).astype(np.int32)
-            return torch.from_numpy(self._lut_np[q]).to(torch.int64)
+            return torch.from_numpy(self.indexes_of(scales_fixed.numpy()))
         return self.lut[scales_fixed.clamp(0, self.top).to(torch.int64)].to(torch.int64)
+
+    def indexes_of(self, scales_fixed: np.ndarray) -> np.ndarray:
+        """:meth:`__call__` on a NumPy array (int64 table indexes)."""
+        q = np.clip(scales_fixed, 0, self.top).astype(np.int32)
+        return self._lut_np[q].astype(np.int64)
 
 
 def scale_thresholds(scale_table) -> list[int]:

@@ -22,6 +22,7 @@ bounded by the tables' ranges, escapes by the escape stream's checks.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from compressai import ans
@@ -29,6 +30,9 @@ from compressai import ans
 from kdlic.codec import _rans
 from kdlic.codec.tables import TOTAL, Tables
 from kdlic.errors import KdlicError
+
+if TYPE_CHECKING:
+    from kdlic.codec.fixedpoint import TableSelector
 
 MIN_SYMBOLS = 8  # CompressAI's encoder sizes its output buffer by the symbol count
 ESCAPE_LIMIT = 1 << 24  # |escaped value| bound: latents are fp32 integers below 2**24
@@ -45,11 +49,12 @@ class PreparedTables:
     flat_cdfs: np.ndarray = field(init=False)  # int32, the real CDFs end to end (decoder)
     cdf_starts: np.ndarray = field(init=False)  # int32, where each begins in flat_cdfs
     cdf_lengths: np.ndarray = field(init=False)  # int32, real size
+    value_starts: np.ndarray = field(init=False)  # int32, where each begins in to_value
     lo: np.ndarray = field(init=False)
     hi: np.ndarray = field(init=False)
     escape: np.ndarray = field(init=False)  # the escape symbol's position (last)
     base: np.ndarray = field(init=False)  # start of each table in the flat maps
-    to_value: np.ndarray = field(init=False)  # flat: position -> value (escape: 0)
+    to_value: np.ndarray = field(init=False)  # int32, flat: position -> value (escape: 0)
     to_position: np.ndarray = field(init=False)  # flat: value - lo -> position
 
     def __post_init__(self) -> None:
@@ -62,8 +67,9 @@ class PreparedTables:
         self.lo, self.hi = t.lo, t.hi
         self.escape = self.hi - self.lo + 1
         self.base = np.concatenate([[0], np.cumsum(self.escape + 1)[:-1]]).astype(np.int64)
-        self.to_value = np.zeros(int((self.escape + 1).sum()), dtype=np.int64)
-        self.to_position = np.zeros_like(self.to_value)
+        self.value_starts = self.base.astype(np.int32)
+        self.to_value = np.zeros(int((self.escape + 1).sum()), dtype=np.int32)
+        self.to_position = np.zeros(self.to_value.size, dtype=np.int64)
         for i, order in enumerate(t.orders):
             b = self.base[i]
             self.to_value[b : b + order.size] = order
@@ -120,34 +126,46 @@ def encode(symbols: np.ndarray, indexes: np.ndarray, tables: PreparedTables
 
 def decode(stream: bytes, indexes: np.ndarray, tables: PreparedTables,
            escapes: EscapeReader) -> np.ndarray:
-    """Decode ``len(indexes)`` symbols; escaped values are taken from ``escapes``."""
-    indexes = np.asarray(indexes, dtype=np.int64).reshape(-1)
-    count = indexes.size
+    """Decode ``len(indexes)`` values (int32) coded with table ``indexes``; escaped values
+    are taken from ``escapes``."""
+    indexes = np.ascontiguousarray(np.asarray(indexes).reshape(-1), dtype=np.int32)
+    return _decode(stream, indexes, b"", tables, escapes, lambda where: indexes[where])
+
+
+def decode_scaled(stream: bytes, scales: np.ndarray, selector: TableSelector,
+                  tables: PreparedTables, escapes: EscapeReader) -> np.ndarray:
+    """:func:`decode` with the table of each value picked from its fixed-point scale
+    (float64, see :class:`~kdlic.codec.fixedpoint.TableSelector`) inside the decoder's
+    loop: the values ``decode(stream, selector(scales), ...)`` gives, without the
+    whole-array passes of selecting first."""
+    scales = np.ascontiguousarray(np.asarray(scales).reshape(-1), dtype=np.float64)
+    return _decode(stream, scales, selector.lut_bytes, tables, escapes,
+                   lambda where: selector.indexes_of(scales[where]))
+
+
+def _decode(stream: bytes, keys: np.ndarray, lut: bytes, tables: PreparedTables,
+            escapes: EscapeReader, tables_of) -> np.ndarray:
+    """The C decoder on ``keys`` (table indexes, or scales read through ``lut``); the
+    escaped values filled in from ``escapes`` after checking them against the tables
+    ``tables_of(elements)`` of their elements."""
+    count = keys.size
     if count == 0:
         if stream:
             raise KdlicError("corrupt file: data in a stream that should be empty")
-        return np.zeros(0, np.int64)
-    order = stream_order(indexes, tables)
-    if order is not None:
-        indexes = indexes[order]
-    _, indexes = _pad(np.zeros(count, np.int64), indexes, tables)
-    positions = np.empty(indexes.size, np.int32)
-    _rans.decode(stream, indexes.astype(np.int32), tables.flat_cdfs, tables.cdf_starts,
-                 tables.cdf_lengths, positions)
-    positions, indexes = positions[:count], indexes[:count]
-    values = tables.to_value[tables.base[indexes] + positions]
-    is_escape = positions == tables.escape[indexes]
-    n_escapes = int(is_escape.sum())
+        return np.zeros(0, np.int32)
+    # (the encoder pads streams of fewer than MIN_SYMBOLS symbols at their end: the
+    # decoder stops before the padding)
+    values, escaped = np.empty(count, np.int32), np.empty(count, np.int32)
+    n_escapes = _rans.decode(stream, keys, lut, tables.flat_cdfs, tables.cdf_starts,
+                             tables.cdf_lengths, tables.value_starts, tables.to_value,
+                             FAST_SIZE - 1, values, escaped)
     if n_escapes:
+        where = escaped[:n_escapes]
         got = escapes.take(n_escapes)
-        where = indexes[is_escape]
-        if ((got >= tables.lo[where]) & (got <= tables.hi[where])).any():
+        table = tables_of(where)
+        if ((got >= tables.lo[table]) & (got <= tables.hi[table])).any():
             raise KdlicError("corrupt file: an escaped value lies inside its table's range")
-        values[is_escape] = got
-    if order is not None:
-        unordered = np.empty_like(values)
-        unordered[order] = values
-        values = unordered
+        values[where] = got
     return values
 
 

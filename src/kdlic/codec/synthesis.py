@@ -59,7 +59,11 @@ from torch import Tensor, nn
 
 _THREADS = threading.Lock()
 MAX_SUBPIXEL_CHANNELS = 4  # rewrite transposed convolutions with at most this many outputs
-STRIPE_ROWS = 16  # latent rows per stripe (256 pixels for a 16x-downsampling model)
+# latent rows per stripe, at most (384 pixels for a 16x-downsampling model). 24, not 16:
+# a portrait Kodak image (48 rows) is then two stripes, not four with twice the margins:
+# N=16's g_s 7.8 -> 6.4 ms in bf16 on two workers; the wider models' times did not move
+# beyond the noise (2026-12-05, benchmarks/codec_speed.py)
+STRIPE_ROWS = 24
 
 
 @contextlib.contextmanager
@@ -258,26 +262,37 @@ class Synthesis:
             if m is not None:
                 m.to(device, self.dtype, memory_format=torch.channels_last)
 
-    def _features(self, y_hat: Tensor, coded: Tensor | None) -> Tensor:
+    def _inputs(self, y_hat: Tensor, coded: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """``y_hat`` (1, M, h, w) in the layers' dtype and memory format, with the coded
+        channels only when that leaves any out, and the first layer's weights for those
+        channels (None: no first layer). Done once per image: a stripe's rows of it are
+        a stripe's input."""
         y_hat = y_hat.to(self.dtype).contiguous(memory_format=torch.channels_last)
         if self.first is None:
-            return self.rest(y_hat)
-        first = self.first
-        weight = first.weight
+            return y_hat, None
+        weight = self.first.weight
         if coded is not None and 0 < coded.numel() < y_hat.shape[1]:
             y_hat = y_hat.index_select(1, coded).contiguous(memory_format=torch.channels_last)
             weight = weight.index_select(0, coded).contiguous(memory_format=torch.channels_last)
-        out = F.conv_transpose2d(y_hat, weight, first.bias, first.stride, first.padding,
-                                 first.output_padding)
-        return self.rest(out)
+        return y_hat, weight
 
-    def _pixels(self, y_hat: Tensor, coded: Tensor | None) -> Tensor:
-        """(H, W, C) uint8 image of the whole (padded) latent ``y_hat`` (1, M, h, w); C is
-        3, or 4 (RGB and a padding byte) from an :class:`ImageHead`."""
-        x = self._features(y_hat, coded)
+    def _image(self, y_hat: Tensor, weight: Tensor | None) -> Tensor:
+        """(H, W, C) uint8 image of :meth:`_inputs`' output (or rows of it); C is 3, or 4
+        (RGB and a padding byte) from an :class:`ImageHead`."""
+        if weight is None:
+            x = self.rest(y_hat)
+        else:
+            first = self.first
+            x = self.rest(F.conv_transpose2d(y_hat, weight, first.bias, first.stride,
+                                             first.padding, first.output_padding))
         if self.head is not None:
             return self.head(x)
         return x[0].permute(1, 2, 0).mul(255).round_().clamp_(0, 255).to(torch.uint8)
+
+    def _pixels(self, y_hat: Tensor, coded: Tensor | None) -> Tensor:
+        """(H, W, C) uint8 image of the whole (padded) latent ``y_hat`` (1, M, h, w) in one
+        piece; C is 3, or 4 (RGB and a padding byte) from an :class:`ImageHead`."""
+        return self._image(*self._inputs(y_hat, coded))
 
     def stripes(self, rows: int) -> list[tuple[int, int, int, int]]:
         """The decoding plan for ``rows`` latent rows: (start, stop, lo, hi) per stripe,
@@ -300,12 +315,13 @@ class Synthesis:
         """
         rows = y_hat.shape[2]
         plan = self.stripes(rows) if y_hat.device.type == "cpu" else [(0, rows, 0, rows)]
+        y_hat, weight = self._inputs(y_hat, coded)
         if len(plan) == 1:
-            return self._pixels(y_hat, coded).contiguous()
+            return self._image(y_hat, weight).contiguous()
 
         def stripe(part: tuple[int, int, int, int]) -> Tensor:
             start, stop, lo, hi = part
-            img = self._pixels(y_hat[:, :, lo:hi], coded)
+            img = self._image(y_hat[:, :, lo:hi], weight)
             scale = img.shape[0] // (hi - lo)
             return img[(start - lo) * scale : (stop - lo) * scale]
 
