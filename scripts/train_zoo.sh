@@ -72,12 +72,28 @@ rates)  # the four rate fine-tunes of phase 2's end, one after another on two th
 rates3)  # phase 3 of the four rate points (configs/teacher-rate-finetune-3.yaml)
     rates 3 configs/teacher-rate-finetune-3.yaml
     ;;
-rates4)  # phase 4 of q1 and q2, the points furthest below WebP, the ones phase 3 moved most
-    # (-3.4 / -1.6 % RD cost against q3 / q4's -0.9 / -0.6): phase 3's recipe twice as long,
-    # to see whether the curve flattens; a new seed, so its crops are not phase 3's again
-    RATES=("q1 0.0018" "q2 0.0035")
-    rates 4 configs/teacher-rate-finetune-3.yaml --steps 6000 --seed 4 \
-        --set optim.decay_steps=3000
+rates4)  # phase 4 of q2 (the curve's weakest point against WebP): phase 3's recipe 6000
+    # steps, a new seed, as an A/B of the quantisation at equal steps, seed and data, one
+    # thread each side by side: noise (teacher-q2-long-4-noise) against mixed
+    # (teacher-q2-long-4, which won by 5 % RD cost and is kept; docs/training.md)
+    for quant in noise mixed; do
+        name=teacher-q2-long-4; [[ $quant == noise ]] && name=$name-noise
+        run "$name" train -c configs/teacher-rate-finetune-3.yaml --lmbda 0.0035 \
+            --init teacher-q2 --steps 6000 --seed 4 --set optim.decay_steps=3000 \
+            --set quantization=$quant --threads 1 &
+    done
+    wait
+    ;;
+rates5)  # phase 5 of q5, q3 (2000 steps) and q4, q1 (1000 steps: one session's time; the
+    # mixed A/B's gain came in its first 500): mixed quantisation from the zoo's weights
+    # of the point, two lanes of one thread side by side
+    lane() { for rate in "$@"; do read -r q lmbda steps <<< "$rate"
+        run "teacher-$q-long-5" train -c configs/teacher-rate-finetune-mixed.yaml \
+            --lmbda "$lmbda" --init "teacher-$q" --steps "$steps" \
+            --set "optim.decay_steps=$((steps / 2))"; done; }
+    lane "q5 0.025 2000" "q4 0.0130 1000" &
+    lane "q3 0.0067 2000" "q1 0.0018 1000" &
+    wait
     ;;
 students)  # zoo v2 (issue 16): every student from the final teachers, one after another
     # KD (L1) and no-KD twins at N=16, 32, 64: a long run from teacher-q5 (lambda 0.025),
@@ -125,7 +141,7 @@ export)  # copy the finished runs into the package (fp16, Kodak figures in the m
     for name in "$@"; do
         run_dir=$S/$name  # a student's
         if [[ $name == teacher-q? ]]; then  # a teacher's: its latest phase
-            for phase in 2 3 4; do
+            for phase in 2 3 4 5; do
                 [[ -f $RUNS/$name-long-$phase/best.pt ]] && run_dir=$RUNS/$name-long-$phase
             done
         fi
@@ -144,7 +160,8 @@ results)  # docs/results.md: the zoo, and the loss-variant students it does not 
     echo "usage: $0 teachers   (the five teachers, one after another)" >&2
     echo "       $0 rates   (the four rate fine-tunes of the long run's end)" >&2
     echo "       $0 rates3   (phase 3 of the four rate points)" >&2
-    echo "       $0 rates4   (phase 4 of q1 and q2)" >&2
+    echo "       $0 rates4   (phase 4 of q2: noise against mixed quantisation)" >&2
+    echo "       $0 rates5   (phase 5 of q1, q3, q4, q5: mixed quantisation)" >&2
     echo "       $0 students   (the zoo's students, from the final teachers)" >&2
     echo "       $0 variants   (the N=64 loss variants, reported, not shipped)" >&2
     echo "       $0 decoders   (decoder-only students of the zoo's teacher-q5)" >&2
