@@ -29,17 +29,27 @@ STUDENT_STEPS=${STUDENT_STEPS:-16000}
 FINETUNE_STEPS=${FINETUNE_STEPS:-4000}
 S=$RUNS/v3  # the students' runs
 
+kd_for() {  # kd_for N: sets KD to N's KD preset and weights. N=16 and 32 take the paper's
+    # heaviest KD weights (latent 0.4, output 0.4, rd 0.2: at N=16 they beat the preset's
+    # 0.2 / 0.2 / 0.4 by 6 % in RD cost at 6000 steps), N=64 the preset's (they won there;
+    # docs/training.md, "Student recipe")
+    KD=(L1)
+    if (( $1 < 64 )); then KD+=(--weight latent=0.4 --weight output=0.4 --weight rd=0.2); fi
+}
+
 student() {  # student NAME TEACHER N STEPS PRESET [MORE FLAGS]: one student run in $S
     # the learning rate decays (cosine) over the last third, as the teachers' does
     local name=$1 teacher=$2 n=$3 steps=$4 preset=$5; shift 5
-    run "v3/$name" distill -c configs/student-cpu.yaml --teacher "$teacher" --N "$n" \
+    run "${S#"$RUNS"/}/$name" distill -c configs/student-cpu.yaml --teacher "$teacher" --N "$n" \
         --preset "$preset" --steps "$steps" --set "optim.decay_steps=$((steps / 3))" "$@"
 }
 
-finetune() {  # finetune NAME FROM TEACHER N PRESET [MORE FLAGS]: NAME from $S/FROM's best,
-    # to TEACHER's lambda; a 200-step warm-up (a fresh Adam at full lr jolts trained weights)
-    local name=$1 from=$2 teacher=$3 n=$4 preset=$5; shift 5
-    student "$name" "$teacher" "$n" "$FINETUNE_STEPS" "$preset" --init "$S/$from/best.pt" \
+finetune() {  # finetune NAME FROM TEACHER N PRESET [MORE FLAGS]: NAME from $S/FROM's best
+    # (or the zoo's FROM, fp16, where that run is gone), to TEACHER's lambda; a 200-step
+    # warm-up (a fresh Adam at full lr jolts trained weights)
+    local name=$1 from=$2 teacher=$3 n=$4 preset=$5 init; shift 5
+    init=$S/$from/best.pt; [[ -f $init ]] || init=$from
+    student "$name" "$teacher" "$n" "$FINETUNE_STEPS" "$preset" --init "$init" \
         --set optim.warmup_steps=200 "$@"
 }
 
@@ -97,14 +107,11 @@ rates5)  # phase 5 of q5, q3 (2000 steps) and q4, q1 (1000 steps: one session's 
     ;;
 students)  # zoo v2 (issue 16): every student from the final teachers, one after another
     # KD (L1) and no-KD twins at N=16, 32, 64: a long run from teacher-q5 (lambda 0.025),
-    # then fine-tunes of its end to lambdas 0.0018 and 0.0067 with teacher-q1 and -q3. N=16
-    # and 32 take the paper's heaviest KD weights (latent 0.4, output 0.4, rd 0.2: at N=16
-    # they beat the preset's 0.2 / 0.2 / 0.4 by 6 % in RD cost at 6000 steps), N=64 the
-    # preset's (they won there; docs/training.md, "Student recipe")
+    # then fine-tunes of its end to lambdas 0.0018 and 0.0067 with teacher-q1 and -q3
     for n in 16 32 64; do
-        kd=(L1); (( n < 64 )) && kd=(L1 --weight latent=0.4 --weight output=0.4 --weight rd=0.2)
+        kd_for "$n"
         for loss in l1 none; do
-            preset=("${kd[@]}"); [[ $loss == none ]] && preset=(none)
+            preset=("${KD[@]}"); [[ $loss == none ]] && preset=(none)
             student "student-n$n-$loss" teacher-q5 "$n" "$STUDENT_STEPS" "${preset[@]}"
             for q in q1 q3; do
                 finetune "student-n$n-$loss-$q" "student-n$n-$loss" "teacher-$q" "$n" \
@@ -121,6 +128,17 @@ students)  # zoo v2 (issue 16): every student from the final teachers, one after
     done
     student student-n96-l1 teacher-q5 96 "$STUDENT_STEPS" L1     # the paper's size table
     student student-n112-l1 teacher-q5 112 "$STUDENT_STEPS" L1
+    ;;
+refit)  # the KD students of lambdas 0.0018 and 0.0067 again, after teacher-q1's and -q3's
+    # phase 5 (their no-KD twins learn from no teacher and stay): the same fine-tunes of
+    # the zoo's lambda-0.025 students, in their own folder (v4)
+    S=$RUNS/v4
+    for n in 16 32 64; do
+        kd_for "$n"
+        for q in q1 q3; do
+            finetune "student-n$n-l1-$q" "student-n$n-l1" "teacher-$q" "$n" "${KD[@]}"
+        done
+    done
     ;;
 variants)  # issue 16's loss variants at N=64, lambda 0.025, each against student-n64-none:
     # reported (`results`), not shipped (budget)
@@ -139,7 +157,8 @@ decoders)  # issue 15: small synthesis transforms for the zoo's teacher-q5 (its 
 export)  # copy the finished runs into the package (fp16, Kodak figures in the metadata)
     shift
     for name in "$@"; do
-        run_dir=$S/$name  # a student's
+        run_dir=$S/$name  # a student's: its refit's where there is one
+        [[ -f $RUNS/v4/$name/best.pt ]] && run_dir=$RUNS/v4/$name
         if [[ $name == teacher-q? ]]; then  # a teacher's: its latest phase
             for phase in 2 3 4 5; do
                 [[ -f $RUNS/$name-long-$phase/best.pt ]] && run_dir=$RUNS/$name-long-$phase
@@ -163,6 +182,7 @@ results)  # docs/results.md: the zoo, and the loss-variant students it does not 
     echo "       $0 rates4   (phase 4 of q2: noise against mixed quantisation)" >&2
     echo "       $0 rates5   (phase 5 of q1, q3, q4, q5: mixed quantisation)" >&2
     echo "       $0 students   (the zoo's students, from the final teachers)" >&2
+    echo "       $0 refit   (the KD students of q1 and q3 again, from the new teachers)" >&2
     echo "       $0 variants   (the N=64 loss variants, reported, not shipped)" >&2
     echo "       $0 decoders   (decoder-only students of the zoo's teacher-q5)" >&2
     echo "       $0 export NAME...   (put finished runs into the zoo)" >&2
