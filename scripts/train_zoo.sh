@@ -105,6 +105,17 @@ rates5)  # phase 5 of q5, q3 (2000 steps) and q4, q1 (1000 steps: one session's 
     lane "q3 0.0067 2000" "q1 0.0018 1000" &
     wait
     ;;
+rates6)  # phase 6 of q1, q3, q4 (q2 had 6000 mixed steps, these 1000-2000; q5 was flat):
+    # 3000 more from each point's phase-5 end, a new seed, three one-thread runs on the
+    # two cores (~0.87 s a step for one lane of two; three lanes share the same cores)
+    for rate in "q1 0.0018" "q3 0.0067" "q4 0.0130"; do
+        read -r q lmbda <<< "$rate"
+        run "teacher-$q-long-6" train -c configs/teacher-rate-finetune-mixed.yaml \
+            --lmbda "$lmbda" --init "$RUNS/teacher-$q-long-5/best.pt" --steps 3000 --seed 6 \
+            --set optim.decay_steps=1500 &
+    done
+    wait
+    ;;
 students)  # zoo v2 (issue 16): every student from the final teachers, one after another
     # KD (L1) and no-KD twins at N=16, 32, 64: a long run from teacher-q5 (lambda 0.025),
     # then fine-tunes of its end to lambdas 0.0018 and 0.0067 with teacher-q1 and -q3
@@ -160,7 +171,7 @@ export)  # copy the finished runs into the package (fp16, Kodak figures in the m
         run_dir=$S/$name  # a student's: its refit's where there is one
         [[ -f $RUNS/v4/$name/best.pt ]] && run_dir=$RUNS/v4/$name
         if [[ $name == teacher-q? ]]; then  # a teacher's: its latest phase
-            for phase in 2 3 4 5; do
+            for phase in 2 3 4 5 6; do
                 [[ -f $RUNS/$name-long-$phase/best.pt ]] && run_dir=$RUNS/$name-long-$phase
             done
         fi
@@ -181,6 +192,7 @@ results)  # docs/results.md: the zoo, and the loss-variant students it does not 
     echo "       $0 rates3   (phase 3 of the four rate points)" >&2
     echo "       $0 rates4   (phase 4 of q2: noise against mixed quantisation)" >&2
     echo "       $0 rates5   (phase 5 of q1, q3, q4, q5: mixed quantisation)" >&2
+    echo "       $0 rates6   (phase 6 of q1, q3, q4: 3000 more mixed steps)" >&2
     echo "       $0 students   (the zoo's students, from the final teachers)" >&2
     echo "       $0 refit   (the KD students of q1 and q3 again, from the new teachers)" >&2
     echo "       $0 variants   (the N=64 loss variants, reported, not shipped)" >&2
