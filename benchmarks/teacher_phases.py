@@ -1,7 +1,7 @@
 """One figure of every teacher's Kodak learning curve across its phases (issue 11).
 
 Reads the curves ``benchmarks/learning_curve.py`` wrote (``docs/curves/teacher-qN-curve.csv``
-for phase 1, ``-2-curve`` to ``-5-curve`` for the later phases, ``-4-noise-curve``
+for phase 1, ``-2-curve`` to ``-6-curve`` for the later phases, ``-4-noise-curve``
 for the quantisation A/B's noise arm; the x axis is each
 model's whole training, warm starts included) and draws one panel per teacher: RD cost
 ``bpp + lambda * 255^2 * MSE`` at its own lambda against total steps, so where each curve
@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CURVES = ROOT / "docs/curves"
 PHASES = [("", "phase 1"), ("-2", "phase 2"), ("-3", "phase 3"),
           ("-4-noise", "phase 4, noise (A/B arm)"), ("-4", "phase 4, mixed quantisation"),
-          ("-5", "phase 5, mixed quantisation")]
+          ("-5", "phase 5, mixed quantisation"),
+          ("-6", "phase 6 (measured; weights lost, not shipped)")]
 
 
 def read_curve(path: Path) -> tuple[list[float], list[float]]:

@@ -108,10 +108,12 @@ rates5)  # phase 5 of q5, q3 (2000 steps) and q4, q1 (1000 steps: one session's 
 rates6)  # phase 6 of q1, q3, q4 (q2 had 6000 mixed steps, these 1000-2000; q5 was flat):
     # 3000 more from each point's phase-5 end, a new seed, three one-thread runs on the
     # two cores (~0.87 s a step for one lane of two; three lanes share the same cores)
+    # (the zoo's weights of the point are that end, in fp16, where its run is gone)
     for rate in "q1 0.0018" "q3 0.0067" "q4 0.0130"; do
         read -r q lmbda <<< "$rate"
+        before=$RUNS/teacher-$q-long-5/best.pt; [[ -f $before ]] || before=teacher-$q
         run "teacher-$q-long-6" train -c configs/teacher-rate-finetune-mixed.yaml \
-            --lmbda "$lmbda" --init "$RUNS/teacher-$q-long-5/best.pt" --steps 3000 --seed 6 \
+            --lmbda "$lmbda" --init "$before" --steps 3000 --seed 6 \
             --set optim.decay_steps=1500 &
     done
     wait
