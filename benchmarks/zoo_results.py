@@ -287,19 +287,24 @@ def loss_variants(work: Path) -> str:
     runs: dict[tuple[int, float], dict[str, tuple[float, float]]] = {}
     for (n, lmbda, preset), point in _students(work).items():
         runs.setdefault((n, lmbda), {})[preset] = point
+    costs = _rd_costs(work)
     rows = ["## KD loss variants\n", "| N | lambda | preset | bpp | PSNR (dB) | rate vs none | "
-            "PSNR vs none |", "|---|---|---|---|---|---|---|"]
+            "PSNR vs none | RD cost | RD cost vs none |", "|---|---|---|---|---|---|---|---|---|"]
     for (n, lmbda), by_preset in sorted(runs.items()):
         if len(by_preset) < 3 or "none" not in by_preset:
             continue
         b0, q0 = by_preset["none"]
-        for preset, (b, q) in sorted(by_preset.items()):
+        c0 = costs[n, lmbda, "none"]
+        for preset, (b, q) in sorted(by_preset.items(), key=lambda kv: costs[n, lmbda, kv[0]]):
+            c = costs[n, lmbda, preset]
             rows.append(f"| {n} | {lmbda} | {preset} | {b:.4f} | {q:.2f} | "
-                        f"{100 * (b / b0 - 1):+.1f} % | {q - q0:+.2f} dB |")
+                        f"{100 * (b / b0 - 1):+.1f} % | {q - q0:+.2f} dB | {c:.3f} | "
+                        f"{100 * (c / c0 - 1):+.1f} % |")
     if len(rows) == 3:
         return ""
     rows.append("\nSame N, lambda, run length, seed and data; only the distillation terms differ "
-                "(`kdlic distill --help` lists the presets).")
+                "(`kdlic distill --help` lists the presets). Sorted by RD cost (lambda * 255^2 "
+                "* MSE + bpp, per-image mean on Kodak: lower is better).")
     return "\n".join(rows) + "\n"
 
 
