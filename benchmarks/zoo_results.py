@@ -45,7 +45,9 @@ EXTRA: dict[str, Path] = {}
 
 @functools.cache  # each call reads the model's checkpoint; none changes during a run
 def zoo_info(name: str) -> dict:
-    """:func:`kdlic.zoo.zoo_info`, or the checkpoint's for a model of ``--extra``."""
+    """:func:`kdlic.zoo.zoo_info`, or the checkpoint's for a model of ``--extra`` (by its
+    name or by its path, which is what the evaluate JSONs record for it)."""
+    name = display_name(name)
     return checkpoint_info(EXTRA[name], name) if name in EXTRA else read_zoo_info(name)
 
 
@@ -453,7 +455,7 @@ def _covers(target: Path, models: list[str] | None) -> bool:
         return True
     try:
         listed = json.loads(target.read_text())["models"]
-        return (sorted(m["model"] for m in listed) == sorted(models)
+        return (sorted(display_name(m["model"]) for m in listed) == sorted(models)
                 and all("steps" not in m or m["steps"] == zoo_info(m["model"])["steps"]
                         for m in listed))
     except (ValueError, KeyError, TypeError, KdlicError):

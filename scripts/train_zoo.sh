@@ -182,9 +182,9 @@ export)  # copy the finished runs into the package (fp16, Kodak figures in the m
     ;;
 results)  # docs/results.md: the zoo, and the loss-variant students it does not ship
     extra=()
-    for preset in L2 kld output-only hybrid; do
+    for preset in L2 kld output-only hybrid; do  # finished runs only: not a half-run's best
         ckpt=$S/student-n64-$preset/best.pt
-        [[ -f $ckpt ]] && extra+=("$ckpt")
+        [[ -f $S/student-n64-$preset/finished ]] && extra+=("$ckpt")
     done
     .venv/bin/python benchmarks/zoo_results.py ${extra[@]:+--extra "${extra[@]}"}
     ;;
