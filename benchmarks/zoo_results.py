@@ -43,11 +43,14 @@ COMMAND = "python benchmarks/zoo_results.py"
 EXTRA: dict[str, Path] = {}
 
 
-@functools.cache  # each call reads the model's checkpoint; none changes during a run
 def zoo_info(name: str) -> dict:
     """:func:`kdlic.zoo.zoo_info`, or the checkpoint's for a model of ``--extra`` (by its
     name or by its path, which is what the evaluate JSONs record for it)."""
-    name = display_name(name)
+    return _info(display_name(name))
+
+
+@functools.cache  # each call reads the model's checkpoint; none changes during a run
+def _info(name: str) -> dict:
     return checkpoint_info(EXTRA[name], name) if name in EXTRA else read_zoo_info(name)
 
 
