@@ -6,7 +6,8 @@
 # checkpoints into the package.
 # The five teachers (issue 11): `scripts/train_zoo.sh teachers`, the long teacher-q5 run's
 # two phases, four rate fine-tunes of its end and their phase 3 (docs/training.md).
-# The students (issue 16): `scripts/train_zoo.sh students`, from the final teachers.
+# The students (issue 16): `scripts/train_zoo.sh students`, from the final teachers;
+# `students2`, the N=64 twins' second phase.
 set -euo pipefail
 KDLIC=${KDLIC:-.venv/bin/kdlic}
 RUNS=${RUNS:-$HOME/.cache/kdlic/runs}
@@ -160,6 +161,20 @@ variants)  # issue 16's loss variants at N=64, lambda 0.025, each against studen
     done
     student student-n64-hybrid teacher-q5 64 "$STUDENT_STEPS" hybrid --teacher2 teacher-q1
     ;;
+students2)  # phase 2 of the N=64 twins at their three lambdas (issue 16's 0.5 dB bar):
+    # configs/student-phase2.yaml (the teachers' late winners: 256-px crops, mixed
+    # quantisation, warm-up + EMA), each from the zoo's weights of its point (those of
+    # phase 1 and `refit`), KD and no-KD twin one after the other, so that a stop leaves
+    # whole pairs; in their own folder (v5), which `export` takes first
+    for q in q5 q1 q3; do
+        for loss in l1 none; do
+            name=student-n64-$loss; [[ $q != q5 ]] && name+=-$q
+            preset=(L1); [[ $loss == none ]] && preset=(none)
+            run "v5/$name" distill -c configs/student-phase2.yaml --teacher "teacher-$q" \
+                --N 64 --preset "${preset[@]}" --init "$name"
+        done
+    done
+    ;;
 decoders)  # issue 15: small synthesis transforms for the zoo's teacher-q5 (its own files).
     # The teacher is the zoo's file itself: a zoo decoder takes its encoder from it. (The
     # zoo's three ran before the students' lr decay; their checkpoints' configs say so.)
@@ -170,8 +185,10 @@ decoders)  # issue 15: small synthesis transforms for the zoo's teacher-q5 (its 
 export)  # copy the finished runs into the package (fp16, Kodak figures in the metadata)
     shift
     for name in "$@"; do
-        run_dir=$S/$name  # a student's: its refit's where there is one
-        [[ -f $RUNS/v4/$name/best.pt ]] && run_dir=$RUNS/v4/$name
+        run_dir=$S/$name  # a student's: its latest phase's (refit v4, phase 2 v5)
+        for phase in v4 v5; do
+            [[ -f $RUNS/$phase/$name/best.pt ]] && run_dir=$RUNS/$phase/$name
+        done
         if [[ $name == teacher-q? ]]; then  # a teacher's: its latest phase
             for phase in 2 3 4 5 6; do
                 [[ -f $RUNS/$name-long-$phase/best.pt ]] && run_dir=$RUNS/$name-long-$phase
@@ -196,6 +213,7 @@ results)  # docs/results.md: the zoo, and the loss-variant students it does not 
     echo "       $0 rates5   (phase 5 of q1, q3, q4, q5: mixed quantisation)" >&2
     echo "       $0 rates6   (phase 6 of q1, q3, q4: 3000 more mixed steps)" >&2
     echo "       $0 students   (the zoo's students, from the final teachers)" >&2
+    echo "       $0 students2   (phase 2 of the N=64 twins at their three lambdas)" >&2
     echo "       $0 refit   (the KD students of q1 and q3 again, from the new teachers)" >&2
     echo "       $0 variants   (the N=64 loss variants, reported, not shipped)" >&2
     echo "       $0 decoders   (decoder-only students of the zoo's teacher-q5)" >&2
