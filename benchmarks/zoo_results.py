@@ -157,6 +157,15 @@ def _rd_costs(work: Path) -> dict[tuple[int, float, str], float]:
     return costs
 
 
+def _total_steps(work: Path) -> dict[tuple[int, float, str], int | None]:
+    """(N, lambda, preset) -> the student's training steps in all (its warm starts
+    included): a twin comparison holds only between students of equal steps."""
+    return {(m["arch_args"]["N"], m["lmbda"], m["preset"]): zoo_info(m["model"])["total_steps"]
+            for group in groups() if group != "teachers"
+            for m in json.loads((work / f"{group}.json").read_text())["models"]
+            if _own_curve(m["model"])}
+
+
 def _students(work: Path) -> dict[tuple[int, float, str], tuple[float, float]]:
     return {k: v for group in groups() if group != "teachers"
             for k, v in _points(json.loads((work / f"{group}.json").read_text())).items()}
@@ -176,8 +185,9 @@ def _bd_cells(curves: list[list[float]]) -> list[str]:
 def kd_pairs(work: Path) -> str:
     """Each KD student against its no-KD twin (same N, lambda, steps, seed and data):
     the difference at each lambda, and the BD-rate over the lambdas where both exist."""
-    points = _students(work)
-    pairs = sorted((n, lm, p) for n, lm, p in points if p != "none" and (n, lm, "none") in points)
+    points, steps = _students(work), _total_steps(work)
+    pairs = sorted((n, lm, p) for n, lm, p in points if p != "none" and (n, lm, "none") in points
+                   and steps[n, lm, p] == steps[n, lm, "none"])
     rows = ["## Distillation against plain training (zoo pairs)\n",
             "| N | lambda | preset | KD bpp | KD PSNR | no-KD bpp | no-KD PSNR | rate change | "
             "PSNR change |", "|---|---|---|---|---|---|---|---|---|"]
@@ -292,24 +302,35 @@ def loss_variants(work: Path) -> str:
     runs: dict[tuple[int, float], dict[str, tuple[float, float]]] = {}
     for (n, lmbda, preset), point in _students(work).items():
         runs.setdefault((n, lmbda), {})[preset] = point
-    costs = _rd_costs(work)
-    rows = ["## KD loss variants\n", "| N | lambda | preset | bpp | PSNR (dB) | rate vs none | "
-            "PSNR vs none | RD cost | RD cost vs none |", "|---|---|---|---|---|---|---|---|---|"]
+    costs, steps = _rd_costs(work), _total_steps(work)
+    rows = ["## KD loss variants\n", "| N | lambda | preset | steps in all | bpp | PSNR (dB) | "
+            "rate vs none | PSNR vs none | RD cost | RD cost vs none |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    unpaired = False
     for (n, lmbda), by_preset in sorted(runs.items()):
         if len(by_preset) < 3 or "none" not in by_preset:
             continue
         b0, q0 = by_preset["none"]
-        c0 = costs[n, lmbda, "none"]
+        c0, s0 = costs[n, lmbda, "none"], steps[n, lmbda, "none"]
         for preset, (b, q) in sorted(by_preset.items(), key=lambda kv: costs[n, lmbda, kv[0]]):
-            c = costs[n, lmbda, preset]
-            rows.append(f"| {n} | {lmbda} | {preset} | {b:.4f} | {q:.2f} | "
-                        f"{100 * (b / b0 - 1):+.1f} % | {q - q0:+.2f} dB | {c:.3f} | "
-                        f"{100 * (c / c0 - 1):+.1f} % |")
+            c, s = costs[n, lmbda, preset], steps[n, lmbda, preset]
+            versus = (f"{100 * (b / b0 - 1):+.1f} % | {q - q0:+.2f} dB",
+                      f"{100 * (c / c0 - 1):+.1f} %")
+            if s != s0:  # a twin of other steps is no twin
+                versus, unpaired = ("- | -", "-"), True
+            shown = "-" if s is None else f"{s:,}"
+            rows.append(f"| {n} | {lmbda} | {preset} | {shown} | {b:.4f} | {q:.2f} | {versus[0]} | "
+                        f"{c:.3f} | {versus[1]} |")
     if len(rows) == 3:
         return ""
-    rows.append("\nSame N, lambda, run length, seed and data; only the distillation terms differ "
-                "(`kdlic distill --help` lists the presets). Sorted by RD cost (lambda * 255^2 "
+    rows.append("\nSame N, lambda, seed and data; only the distillation terms differ "
+                "(`kdlic distill --help` lists the presets), and a variant is set against the "
+                "no-KD student of its own steps in all. Sorted by RD cost (lambda * 255^2 "
                 "* MSE + bpp, per-image mean on Kodak: lower is better).")
+    if unpaired:
+        rows.append("\n'-': the zoo's no-KD twin trained other steps than this variant (the "
+                    "zoo's N=64 twins went on to a second phase; docs/training.md gives the "
+                    "variants against the twins of their own length).")
     return "\n".join(rows) + "\n"
 
 

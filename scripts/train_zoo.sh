@@ -161,17 +161,26 @@ variants)  # issue 16's loss variants at N=64, lambda 0.025, each against studen
     done
     student student-n64-hybrid teacher-q5 64 "$STUDENT_STEPS" hybrid --teacher2 teacher-q1
     ;;
-students2)  # phase 2 of the N=64 twins at their three lambdas (issue 16's 0.5 dB bar):
+students2)  # the N=64 twins' next phase at their three lambdas (issue 16's 0.5 dB bar):
     # configs/student-phase2.yaml (the teachers' late winners: 256-px crops, mixed
-    # quantisation, warm-up + EMA), each from the zoo's weights of its point (those of
-    # phase 1 and `refit`), KD and no-KD twin one after the other, so that a stop leaves
-    # whole pairs; in their own folder (v5), which `export` takes first
+    # quantisation, warm-up + EMA). `students2` (phase 2, folder v5) starts each from the
+    # zoo's weights of its point (those of phase 1 and `refit`); `students2 3` (v6) and
+    # later continue each point's run of the phase before (or the zoo's weights, fp16,
+    # where that run is gone), with a new seed. KD and no-KD twin one after the other, so
+    # that a stop leaves whole pairs; `export` takes the latest phase's run
+    phase=${2:-2}
     for q in q5 q1 q3; do
         for loss in l1 none; do
             name=student-n64-$loss; [[ $q != q5 ]] && name+=-$q
             preset=(L1); [[ $loss == none ]] && preset=(none)
-            run "v5/$name" distill -c configs/student-phase2.yaml --teacher "teacher-$q" \
-                --N 64 --preset "${preset[@]}" --init "$name"
+            start=(--init "$name")
+            if (( phase > 2 )); then
+                before=$RUNS/v$((phase + 2))/$name/best.pt
+                [[ -f $before ]] && start=(--init "$before")
+                start+=(--seed "$phase")
+            fi
+            run "v$((phase + 3))/$name" distill -c configs/student-phase2.yaml \
+                --teacher "teacher-$q" --N 64 --preset "${preset[@]}" "${start[@]}"
         done
     done
     ;;
@@ -185,8 +194,8 @@ decoders)  # issue 15: small synthesis transforms for the zoo's teacher-q5 (its 
 export)  # copy the finished runs into the package (fp16, Kodak figures in the metadata)
     shift
     for name in "$@"; do
-        run_dir=$S/$name  # a student's: its latest phase's (refit v4, phase 2 v5)
-        for phase in v4 v5; do
+        run_dir=$S/$name  # a student's: its latest phase's (refit v4, phases 2, 3... v5, v6...)
+        for phase in v4 v5 v6 v7 v8; do
             [[ -f $RUNS/$phase/$name/best.pt ]] && run_dir=$RUNS/$phase/$name
         done
         if [[ $name == teacher-q? ]]; then  # a teacher's: its latest phase
@@ -213,7 +222,7 @@ results)  # docs/results.md: the zoo, and the loss-variant students it does not 
     echo "       $0 rates5   (phase 5 of q1, q3, q4, q5: mixed quantisation)" >&2
     echo "       $0 rates6   (phase 6 of q1, q3, q4: 3000 more mixed steps)" >&2
     echo "       $0 students   (the zoo's students, from the final teachers)" >&2
-    echo "       $0 students2   (phase 2 of the N=64 twins at their three lambdas)" >&2
+    echo "       $0 students2 [PHASE]   (phase 2, 3... of the N=64 twins at their three lambdas)" >&2
     echo "       $0 refit   (the KD students of q1 and q3 again, from the new teachers)" >&2
     echo "       $0 variants   (the N=64 loss variants, reported, not shipped)" >&2
     echo "       $0 decoders   (decoder-only students of the zoo's teacher-q5)" >&2
