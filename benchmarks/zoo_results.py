@@ -144,26 +144,26 @@ def _cross_rate(name: str) -> bool:
     return lmbda is not None and lmbda != info["lmbda"]
 
 
-def _rd_costs(work: Path) -> dict[tuple[int, float, str], float]:
-    """(N, lambda, preset) -> Kodak RD cost at the student's lambda (:func:`rd_cost`)."""
-    costs = {}
+def _own_students(work: Path):
+    """((N, lambda, preset), evaluate-JSON model entry) of every student on its preset's
+    curve (:func:`_own_curve`), from the work JSONs."""
     for group in groups():
         if group == "teachers":
             continue
         for m in json.loads((work / f"{group}.json").read_text())["models"]:
             if _own_curve(m["model"]):
-                costs[m["arch_args"]["N"], m["lmbda"], m["preset"]] = rd_cost(m["per_image"],
-                                                                               m["lmbda"])
-    return costs
+                yield (m["arch_args"]["N"], m["lmbda"], m["preset"]), m
+
+
+def _rd_costs(work: Path) -> dict[tuple[int, float, str], float]:
+    """(N, lambda, preset) -> Kodak RD cost at the student's lambda (:func:`rd_cost`)."""
+    return {key: rd_cost(m["per_image"], m["lmbda"]) for key, m in _own_students(work)}
 
 
 def _total_steps(work: Path) -> dict[tuple[int, float, str], int | None]:
     """(N, lambda, preset) -> the student's training steps in all (its warm starts
     included): a twin comparison holds only between students of equal steps."""
-    return {(m["arch_args"]["N"], m["lmbda"], m["preset"]): zoo_info(m["model"])["total_steps"]
-            for group in groups() if group != "teachers"
-            for m in json.loads((work / f"{group}.json").read_text())["models"]
-            if _own_curve(m["model"])}
+    return {key: zoo_info(m["model"])["total_steps"] for key, m in _own_students(work)}
 
 
 def _students(work: Path) -> dict[tuple[int, float, str], tuple[float, float]]:
