@@ -9,8 +9,15 @@ slope the constant-lr phase ended on; validations at or before those steps) and 
 change the decay brought. No training and
 no evaluation: it only reads logs.
 
+Directories of the same name are phases of one run (``scripts/train_zoo.sh students2 P``
+continues each run in folder v(P+3)), in the order given: each phase's steps count on
+from the one before, and the table gives the change of each phase (from the phase
+before's last validation, or its own first, to its last).
+
     python benchmarks/student_curves.py ~/.cache/kdlic/runs/v2/student-* \\
         -o docs/curves/students
+    python benchmarks/student_curves.py runs/v5/student-n64-* runs/v6/student-n64-* \\
+        -o docs/curves/students-n64-phases
 """
 
 from __future__ import annotations
@@ -26,15 +33,16 @@ import yaml
 COLUMNS = ["run", "lmbda", "step", "lr", "bpp", "psnr", "rd_loss"]
 
 
-def val_rows(run_dir: Path) -> list[dict]:
-    """The run's validation rows, in step order (a resumed run's repeats: the last)."""
+def val_rows(run_dir: Path, offset: int = 0) -> list[dict]:
+    """The run's validation rows, in step order (a resumed run's repeats: the last), their
+    steps counted from ``offset`` (the steps of the phases before)."""
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     rows: dict[int, dict] = {}
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
         r = json.loads(line)
         if r.get("split") == "val":
             rows[r["step"]] = {"run": run_dir.name, "lmbda": cfg["lmbda"], **{
-                k: r[k] for k in COLUMNS[2:]}}
+                k: r[k] for k in COLUMNS[2:]}, "step": offset + r["step"]}
     return [rows[s] for s in sorted(rows)]
 
 
@@ -55,10 +63,24 @@ def main() -> int:
     p.add_argument("-o", "--output", type=Path, required=True,
                    help="path prefix: writes PREFIX.csv and PREFIX.png")
     args = p.parse_args()
-    dirs = {d.name: d for d in args.runs if (d / "metrics.jsonl").is_file()}
-    runs = {name: val_rows(d) for name, d in dirs.items()}
-    if not runs:
+    phases: dict[str, list[Path]] = defaultdict(list)  # a run's directories, phase by phase
+    for d in args.runs:
+        if (d / "metrics.jsonl").is_file():
+            phases[d.name].append(d)
+    if not phases:
         raise SystemExit("no run directory with a metrics.jsonl among the arguments")
+    runs: dict[str, list[dict]] = {}
+    phase_changes: dict[str, list[float]] = {}  # the RD loss's change over each phase
+    last_offset: dict[str, int] = {}  # the steps before the last phase
+    for name, dirs in phases.items():
+        runs[name], phase_changes[name] = [], []
+        for d in dirs:
+            before = runs[name][-1]["rd_loss"] if runs[name] else None
+            last_offset[name] = runs[name][-1]["step"] if runs[name] else 0
+            rows = val_rows(d, last_offset[name])
+            if rows:
+                phase_changes[name].append(rows[-1]["rd_loss"] / (before or rows[0]["rd_loss"]) - 1)
+            runs[name] += rows
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with open(args.output.with_suffix(".csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS)
@@ -66,17 +88,21 @@ def main() -> int:
         for rows in runs.values():
             w.writerows(rows)
 
-    print("| run | steps | val RD loss | change, 1000 steps before the decay | "
-          "change over the decay |")
-    print("|---|---|---|---|---|")
+    print("| run | steps | val RD loss | change, 1000 steps before the (last) decay | "
+          "change over the decay | change over each phase |")
+    print("|---|---|---|---|---|---|")
     for name, rows in runs.items():
-        cfg = yaml.safe_load((dirs[name] / "config.yaml").read_text())
-        steps, decay = cfg["schedule"]["steps"], cfg["optim"]["decay_steps"]
-        last = rows[-1]
-        before = change(rows, steps - decay - 1000, steps - decay)
-        during = change(rows, steps - decay, steps) if decay else None
+        cfg = yaml.safe_load((phases[name][-1] / "config.yaml").read_text())
+        end = last_offset[name] + cfg["schedule"]["steps"]  # the last phase's, counted on
+        decay_start = end - cfg["optim"]["decay_steps"]
+        reached = rows[-1]["step"]  # a run still going: no change over steps it has not seen
+        before = change(rows, decay_start - 1000, decay_start) if reached >= decay_start else None
+        during = change(rows, decay_start, end) if cfg["optim"]["decay_steps"] and reached >= end \
+            else None
         cells = [f"{c:+.1%}" if c is not None else "" for c in (before, during)]
-        print(f"| {name} | {last['step']} | {last['rd_loss']:.3f} | {cells[0]} | {cells[1]} |")
+        per_phase = ", ".join(f"{c:+.1%}" for c in phase_changes[name])
+        print(f"| {name} | {rows[-1]['step']} | {rows[-1]['rd_loss']:.3f} | {cells[0]} | "
+              f"{cells[1]} | {per_phase} |")
 
     import matplotlib
 

@@ -167,9 +167,11 @@ students2)  # the N=64 twins' next phase at their three lambdas (issue 16's 0.5 
     # zoo's weights of its point (those of phase 1 and `refit`); `students2 3` (v6) and
     # later continue each point's run of the phase before (or the zoo's weights, fp16,
     # where that run is gone), with a new seed. KD and no-KD twin one after the other, so
-    # that a stop leaves whole pairs; `export` takes the latest phase's run
+    # that a stop leaves whole pairs; `export` takes the latest phase's run. Points after
+    # the phase train only those (`students2 4 q3 q5`: the points the BD-PSNR gap is at)
     phase=${2:-2}
-    for q in q5 q1 q3; do
+    points=("${@:3}"); (( ${#points[@]} )) || points=(q5 q1 q3)
+    for q in "${points[@]}"; do
         for loss in l1 none; do
             name=student-n64-$loss; [[ $q != q5 ]] && name+=-$q
             preset=(L1); [[ $loss == none ]] && preset=(none)
@@ -222,7 +224,7 @@ results)  # docs/results.md: the zoo, and the loss-variant students it does not 
     echo "       $0 rates5   (phase 5 of q1, q3, q4, q5: mixed quantisation)" >&2
     echo "       $0 rates6   (phase 6 of q1, q3, q4: 3000 more mixed steps)" >&2
     echo "       $0 students   (the zoo's students, from the final teachers)" >&2
-    echo "       $0 students2 [PHASE]   (phase 2, 3... of the N=64 twins at their three lambdas)" >&2
+    echo "       $0 students2 [PHASE [POINT...]]   (phase 2, 3... of the N=64 twins; default: q5 q1 q3)" >&2
     echo "       $0 refit   (the KD students of q1 and q3 again, from the new teachers)" >&2
     echo "       $0 variants   (the N=64 loss variants, reported, not shipped)" >&2
     echo "       $0 decoders   (decoder-only students of the zoo's teacher-q5)" >&2
