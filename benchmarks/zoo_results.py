@@ -478,26 +478,28 @@ def _covers(target: Path, models: list[str] | None) -> bool:
     if models is None:
         return True
     try:
-        listed = json.loads(target.read_text())["models"]
+        doc = json.loads(target.read_text())
+        listed, psnrs = doc["models"], doc.get("results", {}).get("psnr-rgb")
         return (sorted(display_name(m["model"]) for m in listed) == sorted(models)
-                and all(_same_weights(m) for m in listed))
+                and all(_same_weights(m, psnrs[i] if psnrs else None)
+                        for i, m in enumerate(listed)))
     except (ValueError, KeyError, TypeError, KdlicError):
         return False
 
 
-def _same_weights(entry: dict) -> bool:
-    """Whether a JSON entry is of the zoo file as it ships now: the same steps and, for an
-    evaluation on the images the zoo's figures come from, the same mean PSNR as the figures
-    stored at export (decoding is deterministic; a retrain of equal length, such as the
-    N=64 twins' phases, changes only the latter)."""
+def _same_weights(entry: dict, psnr: float | None) -> bool:
+    """Whether a JSON entry (with ``psnr``, its mean PSNR in the JSON's results, for an
+    evaluate JSON) is of the zoo file as it ships now: the same steps and, for an
+    evaluation on the images the zoo's figures come from, the PSNR stored at export
+    (decoding is deterministic; a retrain of equal length, such as the N=64 twins'
+    phases, changes only the latter)."""
     info = zoo_info(entry["model"])
     if "steps" in entry and entry["steps"] != info["steps"]:
         return False
-    stored, per_image = info.get("kodak") or {}, entry.get("per_image")
-    if not per_image or "psnr-rgb" not in stored or len(per_image) != stored.get("images"):
+    stored = info.get("kodak") or {}
+    if psnr is None or "psnr-rgb" not in stored or len(entry.get("per_image", [])) != stored.get("images"):
         return True
-    mean_psnr = sum(r["psnr-rgb"] for r in per_image) / len(per_image)
-    return abs(mean_psnr - stored["psnr-rgb"]) < 1e-4
+    return abs(psnr - stored["psnr-rgb"]) < 1e-4
 
 
 def step(work: Path, name: str, make: Callable[[Path], object], fresh: bool,
