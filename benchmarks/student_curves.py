@@ -75,11 +75,11 @@ def main() -> int:
     for name, dirs in phases.items():
         runs[name], phase_changes[name] = [], []
         for d in dirs:
-            before = runs[name][-1]["rd_loss"] if runs[name] else None
-            last_offset[name] = runs[name][-1]["step"] if runs[name] else 0
+            previous = runs[name][-1] if runs[name] else None  # the phase before's last
+            last_offset[name] = previous["step"] if previous else 0
             rows = val_rows(d, last_offset[name])
             if rows:
-                phase_changes[name].append(rows[-1]["rd_loss"] / (before or rows[0]["rd_loss"]) - 1)
+                phase_changes[name].append(rows[-1]["rd_loss"] / (previous or rows[0])["rd_loss"] - 1)
             runs[name] += rows
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with open(args.output.with_suffix(".csv"), "w", newline="") as f:
