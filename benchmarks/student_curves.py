@@ -12,12 +12,16 @@ no evaluation: it only reads logs.
 Directories of the same name are phases of one run (``scripts/train_zoo.sh students2 P``
 continues each run in folder v(P+3)), in the order given: each phase's steps count on
 from the one before, and the table gives the change of each phase (from the phase
-before's last validation, or its own first, to its last).
+before's last validation, or its own first, to its last). ``--before PREFIX.csv`` takes the
+phases before from a CSV this script wrote (their run directories gone: a fresh machine),
+its rows coming first (a run it holds and the arguments do not stays in, as it was).
 
     python benchmarks/student_curves.py ~/.cache/kdlic/runs/v2/student-* \\
         -o docs/curves/students
     python benchmarks/student_curves.py runs/v5/student-n64-* runs/v6/student-n64-* \\
         -o docs/curves/students-n64-phases
+    python benchmarks/student_curves.py runs/v8/student-n64-* \\
+        --before docs/curves/students-n64-phases.csv -o docs/curves/students-n64-phases
 """
 
 from __future__ import annotations
@@ -57,11 +61,25 @@ def change(rows: list[dict], start: int, end: int) -> float | None:
     return b / a - 1 if a is not None and b is not None and start < end else None
 
 
+def before_rows(path: Path) -> dict[str, list[dict]]:
+    """The rows of a CSV this script wrote, by run, in step order."""
+    if not path.is_file():
+        raise SystemExit(f"--before: no such file: {path}")
+    rows: dict[str, list[dict]] = defaultdict(list)
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            rows[r["run"]].append({"run": r["run"], "lmbda": float(r["lmbda"]),
+                                   "step": int(r["step"]), **{k: float(r[k]) for k in COLUMNS[3:]}})
+    return {name: sorted(rs, key=lambda r: r["step"]) for name, rs in rows.items()}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("runs", nargs="+", type=Path, help="run directories")
     p.add_argument("-o", "--output", type=Path, required=True,
                    help="path prefix: writes PREFIX.csv and PREFIX.png")
+    p.add_argument("--before", type=Path, metavar="CSV",
+                   help="the phases before, as this script's CSV (read before it is rewritten)")
     args = p.parse_args()
     phases: dict[str, list[Path]] = defaultdict(list)  # a run's directories, phase by phase
     for d in args.runs:
@@ -72,14 +90,18 @@ def main() -> int:
     runs: dict[str, list[dict]] = {}
     phase_changes: dict[str, list[float]] = {}  # the RD loss's change over each phase
     last_offset: dict[str, int] = {}  # the steps before the last phase
+    earlier = before_rows(args.before) if args.before else {}
+    for name in (n for n in earlier if n not in phases):
+        runs[name], phase_changes[name] = earlier[name], []
     for name, dirs in phases.items():
-        runs[name], phase_changes[name] = [], []
+        runs[name], phase_changes[name] = earlier.get(name, []), []
         for d in dirs:
             previous = runs[name][-1] if runs[name] else None  # the phase before's last
             last_offset[name] = previous["step"] if previous else 0
             rows = val_rows(d, last_offset[name])
             if rows:
-                phase_changes[name].append(rows[-1]["rd_loss"] / (previous or rows[0])["rd_loss"] - 1)
+                start = (previous or rows[0])["rd_loss"]
+                phase_changes[name].append(rows[-1]["rd_loss"] / start - 1)
             runs[name] += rows
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with open(args.output.with_suffix(".csv"), "w", newline="") as f:
@@ -92,6 +114,9 @@ def main() -> int:
           "change over the decay | change over each phase |")
     print("|---|---|---|---|---|---|")
     for name, rows in runs.items():
+        if name not in phases:  # only in --before: as it was, no phase of its own here
+            print(f"| {name} | {rows[-1]['step']} | {rows[-1]['rd_loss']:.3f} | | | |")
+            continue
         cfg = yaml.safe_load((phases[name][-1] / "config.yaml").read_text())
         end = last_offset[name] + cfg["schedule"]["steps"]  # the last phase's, counted on
         decay_start = end - cfg["optim"]["decay_steps"]
@@ -113,7 +138,7 @@ def main() -> int:
     for name, rows in runs.items():
         by_lmbda[rows[0]["lmbda"]].append(name)
     fig, axes = plt.subplots(1, len(by_lmbda), figsize=(5 * len(by_lmbda), 4), squeeze=False)
-    for ax, (lmbda, names) in zip(axes[0], sorted(by_lmbda.items())):
+    for ax, (lmbda, names) in zip(axes[0], sorted(by_lmbda.items()), strict=True):
         for name in sorted(names):
             rows = runs[name]
             ax.plot([r["step"] for r in rows], [r["rd_loss"] for r in rows], marker=".",

@@ -304,7 +304,7 @@ class Synthesis:
         count += count % 2  # even (module docstring)
         bounds = [rows * i // count for i in range(count + 1)]
         return [(a, b, max(0, a - self.margin), min(rows, b + self.margin))
-                for a, b in zip(bounds, bounds[1:])]
+                for a, b in zip(bounds, bounds[1:], strict=False)]
 
     def pixels(self, y_hat: Tensor, coded: Tensor | None, workers: int = 1) -> Tensor:
         """The decoded padded image, (H, W, C) uint8, contiguous: C is 4 (RGB and a padding
