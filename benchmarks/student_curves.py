@@ -20,8 +20,9 @@ its rows coming first (a run it holds and the arguments do not stays in, as it w
         -o docs/curves/students
     python benchmarks/student_curves.py runs/v5/student-n64-* runs/v6/student-n64-* \\
         -o docs/curves/students-n64-phases
-    python benchmarks/student_curves.py runs/v8/student-n64-* \\
-        --before docs/curves/students-n64-phases.csv -o docs/curves/students-n64-phases
+    git show 5cc17c4:docs/curves/students-n64-phases.csv > phases2-4.csv  # phases 2-4 only
+    python benchmarks/student_curves.py runs/v8/student-n64-* --before phases2-4.csv \\
+        -o docs/curves/students-n64-phases
 """
 
 from __future__ import annotations
