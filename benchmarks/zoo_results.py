@@ -38,25 +38,41 @@ from kdlic.zoo import zoo_info as read_zoo_info
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND = "python benchmarks/zoo_results.py"
 
-# Models reported but not shipped (--extra: name -> checkpoint), e.g. the KD-loss ablation
-# students, whose weights would not fit the zoo's budget.
+# Models reported but not shipped (--extra), e.g. the KD-loss ablation students, whose
+# weights would not fit the zoo's budget: name -> checkpoint, or, for a model whose
+# checkpoint is gone, name -> its entry in an earlier evaluate JSON (docs/results/data/)
+# with its results there ({"entry": ..., "results": {metric: value}}), reported as stored.
 EXTRA: dict[str, Path] = {}
+STORED: dict[str, dict] = {}
 
 
 def zoo_info(name: str) -> dict:
-    """:func:`kdlic.zoo.zoo_info`, or the checkpoint's for a model of ``--extra`` (by its
-    name or by its path, which is what the evaluate JSONs record for it)."""
+    """:func:`kdlic.zoo.zoo_info`, or the checkpoint's (or stored entry's) for a model of
+    ``--extra`` (by its name or by its path, which is what the evaluate JSONs record for
+    it)."""
     return _info(display_name(name))
 
 
 @functools.cache  # each call reads the model's checkpoint; none changes during a run
 def _info(name: str) -> dict:
+    if name in STORED:  # the evaluate JSON's record of it (its model_summary)
+        e = STORED[name]["entry"]
+        return {"name": name, "arch": e["arch"], **e["arch_args"], "lmbda": e["lmbda"],
+                "steps": e["steps"], "params": e["params"], "kodak": {},
+                **{k: e.get(k) for k in ("kind", "teacher", "teacher_step", "preset",
+                                         "total_steps")},
+                "kd_weights": e.get("kd_weights") or {}}
     return checkpoint_info(EXTRA[name], name) if name in EXTRA else read_zoo_info(name)
+
+
+def reported_only() -> list[str]:
+    """The models of ``--extra``, checkpoints and stored entries alike."""
+    return sorted({*EXTRA, *STORED})
 
 
 def models() -> list[str]:
     """The zoo's models, then the reported-only ones (``--extra``)."""
-    return zoo_names() + sorted(EXTRA)
+    return zoo_names() + reported_only()
 
 
 def spec(name: str) -> str:
@@ -98,7 +114,7 @@ def zoo_table() -> str:
         elif teacher:
             teacher, unrecorded = teacher + " *", True
         total = "-" if i["total_steps"] is None else f"{i['total_steps']:,}"
-        shown = f"{name} (not shipped)" if name in EXTRA else name
+        shown = f"{name} (not shipped)" if name in reported_only() else name
         preset = i["preset"] or ""
         if i["kd_weights"]:  # the preset's weights, changed
             preset += " (" + ", ".join(f"{t} {w:g}" for t, w in i["kd_weights"].items()) + ")"
@@ -503,6 +519,30 @@ def _same_weights(entry: dict, psnr: float | None) -> bool:
     return abs(psnr - stored["psnr-rgb"]) < 1e-4
 
 
+def evaluate_group(names: list[str], group: str, kodak: str) -> dict:
+    """The evaluate JSON of one group: its models with checkpoints (or in the zoo)
+    evaluated now, those of ``STORED`` as they were stored, in ``names``' order."""
+    live = [n for n in names if n not in STORED]
+    done = kdlic.evaluate([spec(n) for n in live], kodak, name=group) if live else {
+        "name": group, "description": "kdlic real-bitstream evaluation", "models": []}
+    points = {display_name(m["model"]): {"entry": m, "results": {
+        k: v[i] for k, v in done["results"].items()}} for i, m in enumerate(done["models"])}
+    points.update((n, STORED[n]) for n in names if n in STORED)
+    metrics = points[names[0]]["results"]
+    return {**done, "results": {k: [points[n]["results"][k] for n in names] for k in metrics},
+            "models": [points[n]["entry"] for n in names]}
+
+
+def _read_stored(path: Path) -> dict[str, dict]:
+    """The models of an earlier evaluate JSON, by display name (see ``STORED``)."""
+    try:
+        doc = json.loads(path.read_text())
+        return {display_name(m["model"]): {"entry": m, "results": {
+            k: v[i] for k, v in doc["results"].items()}} for i, m in enumerate(doc["models"])}
+    except (ValueError, KeyError, TypeError, IndexError) as e:
+        raise SystemExit(f"--extra {path}: not a kdlic evaluate JSON ({e})") from None
+
+
 def step(work: Path, name: str, make: Callable[[Path], object], fresh: bool,
          models: list[str] | None = None) -> Path:
     """``make(WORK/NAME)`` unless WORK/NAME is already its result (for `models`, if given)."""
@@ -520,16 +560,21 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=10, help="profile repeats")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--fresh", action="store_true")
-    p.add_argument("--extra", nargs="+", default=[], metavar="CKPT",
-                   help="checkpoints reported beside the zoo but not shipped (a run's "
-                        "best.pt: named after its run folder)")
+    p.add_argument("--extra", nargs="+", default=[], metavar="CKPT|JSON",
+                   help="models reported beside the zoo but not shipped: a run's best.pt "
+                        "(named after its run folder), or an earlier evaluate JSON "
+                        "(docs/results/data/students-L2.json) whose models' checkpoints "
+                        "are gone: reported with its stored figures")
     args = p.parse_args()
     for given in args.extra:
         path = Path(given).expanduser()
-        name = display_name(path)
-        if name in zoo_names() or name in EXTRA or not path.is_file():
-            p.error(f"--extra {given}: not a file, or its name {name!r} is taken")
-        EXTRA[name] = path
+        if not path.is_file():
+            p.error(f"--extra {given}: not a file")
+        found = _read_stored(path) if path.suffix == ".json" else {display_name(path): path}
+        for name, value in found.items():
+            if name in zoo_names() or name in EXTRA or name in STORED:
+                p.error(f"--extra {given}: the name {name!r} is taken")
+            (STORED if path.suffix == ".json" else EXTRA)[name] = value
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
 
@@ -537,8 +582,7 @@ def main() -> int:
     inputs = []
     for group, names in groups().items():
         inputs.append(step(work, f"{group}.json", lambda path, names=names, group=group:
-                           write_json(path, kdlic.evaluate([spec(n) for n in names],
-                                                           args.kodak, name=group)),
+                           write_json(path, evaluate_group(names, group, args.kodak)),
                            args.fresh, names))
     inputs.append(step(work, "profile.json", lambda path: kdlic.profile(
         zoo_names(), output=path, threads=args.threads, repeats=args.repeats),
@@ -558,7 +602,7 @@ def main() -> int:
     parts = [
         "# Results: the kdlic zoo on Kodak\n",
         # with --extra, the script that lists the run folders (paths differ per machine)
-        f"Generated by `{'scripts/train_zoo.sh results' if EXTRA else COMMAND}` (commit "
+        f"Generated by `{'scripts/train_zoo.sh results' if reported_only() else COMMAND}` (commit "
         f"{commit}); every figure below comes from it. "
         "Kodak, 24 images, real bitstreams (`.kdl` files). Latency: this repository's "
         f"2-core CPU, {args.threads} thread(s), median of {args.repeats} runs. "

@@ -169,6 +169,7 @@ students2)  # the N=64 twins' next phase at their three lambdas (issue 16's 0.5 
     # where that run is gone), with a new seed. KD and no-KD twin one after the other, so
     # that a stop leaves whole pairs; `export` takes the latest phase's run. Points after
     # the phase train only those (`students2 4 q3 q5`: the points the BD-PSNR gap is at)
+    # THREADS=1 leaves a core free (the config's 2 threads otherwise)
     phase=${2:-2}
     points=("${@:3}"); (( ${#points[@]} )) || points=(q5 q1 q3)
     for q in "${points[@]}"; do
@@ -182,7 +183,8 @@ students2)  # the N=64 twins' next phase at their three lambdas (issue 16's 0.5 
                 start+=(--seed "$phase")
             fi
             run "v$((phase + 3))/$name" distill -c configs/student-phase2.yaml \
-                --teacher "teacher-$q" --N 64 --preset "${preset[@]}" "${start[@]}"
+                --teacher "teacher-$q" --N 64 --preset "${preset[@]}" "${start[@]}" \
+                ${THREADS:+--threads "$THREADS"}
         done
     done
     ;;
@@ -197,7 +199,7 @@ export)  # copy the finished runs into the package (fp16, Kodak figures in the m
     shift
     for name in "$@"; do
         run_dir=$S/$name  # a student's: its latest phase's (refit v4, phases 2, 3... v5, v6...)
-        for phase in v4 v5 v6 v7 v8; do
+        for phase in v{4..20}; do
             [[ -f $RUNS/$phase/$name/best.pt ]] && run_dir=$RUNS/$phase/$name
         done
         if [[ $name == teacher-q? ]]; then  # a teacher's: its latest phase
@@ -212,7 +214,9 @@ results)  # docs/results.md: the zoo, and the loss-variant students it does not 
     extra=()
     for preset in L2 kld output-only hybrid; do  # finished runs only: not a half-run's best
         ckpt=$S/student-n64-$preset/best.pt
-        [[ -f $S/student-n64-$preset/finished ]] && extra+=("$ckpt")
+        stored=docs/results/data/students-$preset.json  # their figures when the runs are gone
+        if [[ -f $S/student-n64-$preset/finished ]]; then extra+=("$ckpt")
+        elif [[ -f $stored ]]; then extra+=("$stored"); fi
     done
     .venv/bin/python benchmarks/zoo_results.py ${extra[@]:+--extra "${extra[@]}"}
     ;;

@@ -66,6 +66,21 @@ def test_evaluation_is_stable_and_in_compressai_format(trained_tiny, image_dir, 
     assert a["results"]["bpp"][0] == pytest.approx(np.mean([r["bpp"] for r in per]))
 
 
+def test_evaluation_records_how_each_model_was_made(trained_tiny, image_dir):
+    """An evaluate JSON keeps a model's training record (steps in all, teacher and its
+    step, KD weights) as the zoo reads it from the checkpoint: docs/results.md reports
+    models whose checkpoints are gone from their stored JSONs."""
+    from kdlic.zoo import checkpoint_info
+
+    images = sorted(image_dir.rglob("img*.png"))[:1]
+    entry = evaluate_models([str(trained_tiny)], images, "tiny", progress=False)["models"][0]
+    info = checkpoint_info(trained_tiny)
+    for key in ("kind", "teacher", "teacher_step", "preset", "kd_weights", "total_steps",
+                "steps", "lmbda"):
+        assert entry[key] == info[key], key
+    assert entry["total_steps"] == 20 and entry["kind"] == "train"
+
+
 def test_decoded_image_matches_reported_psnr(trained_tiny, image_dir):
     from kdlic.evaluation.metrics import psnr
     from kdlic.models import load_model

@@ -24,6 +24,7 @@ from kdlic.data.sampling import padded_input
 from kdlic.evaluation.metrics import mean_of_measured, msssim, psnr
 from kdlic.models import adopt, load_model
 from kdlic.training.losses import bpp
+from kdlic.utils.checkpoint import training_record
 from kdlic.utils.progress import progress_bar
 
 METRICS = ("psnr-rgb", "ms-ssim-rgb", "bpp", "bpp_estimated", "encoding_time", "decoding_time")
@@ -65,16 +66,6 @@ def mean_metrics(per_image: Sequence[dict[str, Any]]) -> dict[str, float | None]
     return {key: mean_of_measured([r[key] for r in per_image]) for key in METRICS}
 
 
-def model_family(meta: dict[str, Any]) -> dict[str, Any]:
-    """How a model was made, from its checkpoint's config: ``kind`` (train or distill),
-    ``preset`` (the KD loss; ``none`` = plain RD training of a student) and ``teacher``.
-    The report draws one curve per family (the same recipe at several lambdas)."""
-    config = meta.get("config") or {}
-    kd = config.get("kd") or {}
-    return {"kind": meta.get("kind"), "preset": kd.get("preset"),
-            "teacher": config.get("teacher")}
-
-
 def model_summary(model: nn.Module, spec: str) -> dict[str, Any]:
     meta = getattr(model, "meta", {}) or {}
     return {
@@ -84,7 +75,9 @@ def model_summary(model: nn.Module, spec: str) -> dict[str, Any]:
         "lmbda": meta.get("lmbda"),
         "steps": meta.get("step"),
         "params": sum(p.numel() for p in model.parameters()),
-        **model_family(meta),
+        # how it was made (the report draws one curve per kind, preset and teacher); a
+        # results JSON keeps it once the checkpoint is gone
+        **training_record(meta),
     }
 
 

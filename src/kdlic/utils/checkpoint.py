@@ -137,6 +137,20 @@ def total_steps(meta: dict[str, Any]) -> int | None:
     return None if meta.get("config", {}).get("init") else meta.get("step", 0)
 
 
+def training_record(meta: dict[str, Any]) -> dict[str, Any]:
+    """How a model was made, from its checkpoint's ``meta``: ``kind`` (train or distill),
+    ``teacher`` and its training step when distilled (``teacher_step``; None for students
+    distilled before kdlic recorded it), ``preset`` (the KD loss; ``none`` = plain RD
+    training of a student), ``kd_weights`` (the preset's weights as changed) and
+    ``total_steps`` (warm starts included, :func:`total_steps`)."""
+    config = meta.get("config") or {}
+    kd = config.get("kd") or {}
+    return {"kind": meta.get("kind"), "teacher": config.get("teacher"),
+            "teacher_step": (meta.get("teachers") or [{}])[0].get("step"),
+            "preset": kd.get("preset"), "kd_weights": kd.get("weights") or {},
+            "total_steps": total_steps(meta)}
+
+
 # CompressAI's entropy models bound every likelihood below by 1e-9
 # (compressai/entropy_models/entropy_models.py, likelihood_bound=1e-9).
 LIKELIHOOD_BOUND = 1e-9

@@ -12,7 +12,7 @@ from typing import Any
 
 from kdlic.errors import KdlicError
 from kdlic.models.identity import ENCODER_MODULES
-from kdlic.utils.checkpoint import read_checkpoint, total_steps
+from kdlic.utils.checkpoint import read_checkpoint, training_record
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 # The zoo ships inside the wheel, and PyPI takes wheels of up to 100 MB: the weights keep
@@ -77,16 +77,9 @@ def checkpoint_info(path: str | Path, name: str | None = None) -> dict[str, Any]
         "arch": ckpt["arch"],
         **ckpt["arch_args"],
         "lmbda": meta.get("lmbda"),
-        "kind": meta.get("kind"),
         "steps": meta.get("step"),
-        "total_steps": total_steps(meta),  # warm starts included (None: not recorded)
         "train_s": meta.get("elapsed_s"),  # training wall-clock up to the shipped step
-        "teacher": cfg.get("teacher"),
-        # the teacher's training step when distilled (students distilled before kdlic
-        # recorded it have None)
-        "teacher_step": (meta.get("teachers") or [{}])[0].get("step"),
-        "preset": cfg.get("kd", {}).get("preset"),
-        "kd_weights": cfg.get("kd", {}).get("weights") or {},  # overrides of the preset's
+        **training_record(meta),  # kind, teacher (and its step), preset, total_steps...
         "data": cfg.get("data", {}).get("train"),
         "params": _params(ckpt["state_dict"]) + (  # a decoder's encoder: its teacher's file
             _params(read_checkpoint(_zoo_file(meta["encoder_from"]))["state_dict"],
