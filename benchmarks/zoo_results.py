@@ -525,20 +525,24 @@ def evaluate_group(names: list[str], group: str, kodak: str) -> dict:
     live = [n for n in names if n not in STORED]
     done = kdlic.evaluate([spec(n) for n in live], kodak, name=group) if live else {
         "name": group, "description": "kdlic real-bitstream evaluation", "models": []}
-    points = {display_name(m["model"]): {"entry": m, "results": {
-        k: v[i] for k, v in done["results"].items()}} for i, m in enumerate(done["models"])}
+    points = _by_model(done) if live else {}
     points.update((n, STORED[n]) for n in names if n in STORED)
     metrics = points[names[0]]["results"]
     return {**done, "results": {k: [points[n]["results"][k] for n in names] for k in metrics},
             "models": [points[n]["entry"] for n in names]}
 
 
+def _by_model(doc: dict) -> dict[str, dict]:
+    """An evaluate JSON's models by display name, each its entry and its results (the
+    form of ``STORED``)."""
+    return {display_name(m["model"]): {"entry": m, "results": {
+        k: v[i] for k, v in doc["results"].items()}} for i, m in enumerate(doc["models"])}
+
+
 def _read_stored(path: Path) -> dict[str, dict]:
-    """The models of an earlier evaluate JSON, by display name (see ``STORED``)."""
+    """The models of an earlier evaluate JSON (see ``STORED``)."""
     try:
-        doc = json.loads(path.read_text())
-        return {display_name(m["model"]): {"entry": m, "results": {
-            k: v[i] for k, v in doc["results"].items()}} for i, m in enumerate(doc["models"])}
+        return _by_model(json.loads(path.read_text()))
     except (ValueError, KeyError, TypeError, IndexError) as e:
         raise SystemExit(f"--extra {path}: not a kdlic evaluate JSON ({e})") from None
 
